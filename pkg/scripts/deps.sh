@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# deps.sh — install what Tessera's build and test suite need on Debian 12, idempotently.
+# Run as root (or as a user with sudo). Safe to run again: does nothing when all is there.
+#   - Debian packages (apt-get update + install only when one is missing)
+#   - the nightly Rust toolchain (for cargo-fuzz) when rustup can install it
+#   - cargo-fuzz (cargo install --locked, only when missing)
+set -euo pipefail
+
+APT_PACKAGES=(
+  pcscd libpcsclite-dev pkg-config vsmartcard-vpcd opensc yubico-piv-tool ykcs11
+  libnss3-tools libengine-pkcs11-openssl gnutls-bin p11-kit pcsc-tools openssl
+)
+
+say() { echo "deps: $*"; }
+
+SUDO=()
+if [ "$(id -u)" -ne 0 ]; then
+  command -v sudo >/dev/null || { echo "deps: ERROR: not root and no sudo" >&2; exit 1; }
+  SUDO=(sudo)
+fi
+
+# 1. Debian packages
+missing=()
+for p in "${APT_PACKAGES[@]}"; do
+  if [ "$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null || true)" != "install ok installed" ]; then
+    missing+=("$p")
+  fi
+done
+# the fuzz targets build libFuzzer (C++) through the cc crate
+command -v c++ >/dev/null || missing+=(g++)
+if [ ${#missing[@]} -eq 0 ]; then
+  say "apt: all ${#APT_PACKAGES[@]} packages present"
+else
+  say "apt: installing ${missing[*]} (apt-get update first)"
+  "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+  "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+    "${missing[@]}" >/dev/null
+  say "apt: installed ${#missing[@]} package(s)"
+fi
+
+# 2. Rust: stable components used by the test command
+command -v cargo >/dev/null || { echo "deps: ERROR: cargo not found (install Rust with rustup)" >&2; exit 1; }
+if cargo fmt --version >/dev/null 2>&1 && cargo clippy --version >/dev/null 2>&1; then
+  say "rust: cargo fmt and clippy present"
+elif command -v rustup >/dev/null; then
+  say "rust: adding rustfmt and clippy components"
+  rustup component add rustfmt clippy
+else
+  echo "deps: ERROR: cargo fmt / cargo clippy missing and no rustup" >&2; exit 1
+fi
+
+# 3. nightly toolchain (cargo fuzz needs it); absence is not fatal: the fuzz step SKIPs
+if ! command -v rustup >/dev/null; then
+  say "nightly: no rustup; fuzz step will SKIP"
+elif rustup toolchain list 2>/dev/null | grep -q '^nightly'; then
+  say "nightly: present ($(rustup run nightly rustc --version 2>/dev/null || echo '?'))"
+elif rustup toolchain install nightly --profile minimal >/dev/null 2>&1; then
+  say "nightly: installed with rustup"
+else
+  say "nightly: not present and rustup could not install it; fuzz step will SKIP"
+fi
+
+# 4. cargo-fuzz
+if cargo fuzz --version >/dev/null 2>&1; then
+  say "cargo-fuzz: present ($(cargo fuzz --version 2>/dev/null))"
+else
+  say "cargo-fuzz: installing with cargo install --locked (a few minutes)"
+  cargo install cargo-fuzz --locked --quiet
+  say "cargo-fuzz: installed ($(cargo fuzz --version 2>/dev/null))"
+fi
+say "done"
