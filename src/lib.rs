@@ -3,5 +3,6 @@
 //! to bottom: `pkcs11` (C ABI), `token`, `applet`, `card` (APDUs and transports), `vcard` (the
 //! software PIV card).
 
+pub mod applet;
 pub mod card;
 pub mod vcard;
