@@ -3,6 +3,8 @@
 //! a lab (PCSCLITE_CSOCK_NAME and TESSERA_VPCD_PORT, as pkg/scripts/pcsc-lab.sh writes them)
 //! and TESSERA_BIN points at the tessera binary; otherwise it says it skipped.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+
 use std::ffi::CString;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -33,7 +35,12 @@ fn measure(label: &str, t: &mut dyn Transport) -> Result<(), Box<dyn std::error:
     }
     let apdus = (apdu::apdus_sent() - apdus_before) as f64 / ROUNDS as f64;
     times.sort();
-    let pct = |p: usize| times.get(times.len() * p / 100).copied().unwrap_or_default();
+    let pct = |p: usize| {
+        times
+            .get(times.len() * p / 100)
+            .copied()
+            .unwrap_or_default()
+    };
     println!(
         "bench get_data_2k {label:<12} median {:>8.3} ms  p90 {:>8.3} ms  min {:>8.3} ms  apdus/op {apdus:.1}  rounds {ROUNDS}",
         ms(pct(50)),
@@ -55,7 +62,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     measure("in-process", &mut card)?;
     drop(card);
 
-    let (Ok(port), Ok(bin)) = (std::env::var("TESSERA_VPCD_PORT"), std::env::var("TESSERA_BIN")) else {
+    let (Ok(port), Ok(bin)) = (
+        std::env::var("TESSERA_VPCD_PORT"),
+        std::env::var("TESSERA_BIN"),
+    ) else {
         println!("bench get_data_2k pcscd+vpcd   skipped (no lab: set PCSCLITE_CSOCK_NAME, TESSERA_VPCD_PORT, TESSERA_BIN)");
         return Ok(());
     };

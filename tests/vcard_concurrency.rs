@@ -2,6 +2,8 @@
 //! a shared counter object inside a transaction, N times. Afterwards every object and the full
 //! count must be on the card — no update lost to a race between the processes.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+
 use std::path::Path;
 use std::process::Command as Process;
 use tessera_pkcs11::applet::piv::{self, ManagementAlgorithm, DEFAULT_MANAGEMENT_KEY};
@@ -12,7 +14,7 @@ const ROUNDS: u32 = 40;
 const COUNTER: u32 = 0x5FFF20;
 
 fn own_object(worker: u32, i: u32) -> u32 {
-    0x5FC300 + worker * 0x80 + i
+    0x5FFF40 + worker * 0x40 + i
 }
 
 fn hammer(path: &Path, worker: u32) {
@@ -20,8 +22,16 @@ fn hammer(path: &Path, worker: u32) {
     for i in 0..ROUNDS {
         with_transaction(&mut card, |ch| {
             piv::select(ch)?;
-            piv::authenticate_management(ch, ManagementAlgorithm::TripleDes, &DEFAULT_MANAGEMENT_KEY)?;
-            piv::put_data(ch, own_object(worker, i), format!("worker {worker} round {i}").as_bytes())?;
+            piv::authenticate_management(
+                ch,
+                ManagementAlgorithm::TripleDes,
+                &DEFAULT_MANAGEMENT_KEY,
+            )?;
+            piv::put_data(
+                ch,
+                own_object(worker, i),
+                format!("worker {worker} round {i}").as_bytes(),
+            )?;
             let count = piv::get_data(ch, COUNTER)?
                 .map(|v| u32::from_be_bytes(v.try_into().expect("4-byte counter")))
                 .unwrap_or(0);
@@ -34,7 +44,10 @@ fn hammer(path: &Path, worker: u32) {
 /// Entry point of the child processes (does nothing when run as a normal test).
 #[test]
 fn hammer_child() {
-    if let (Ok(path), Ok(worker)) = (std::env::var("TESSERA_HAMMER_CARD"), std::env::var("TESSERA_HAMMER_WORKER")) {
+    if let (Ok(path), Ok(worker)) = (
+        std::env::var("TESSERA_HAMMER_CARD"),
+        std::env::var("TESSERA_HAMMER_WORKER"),
+    ) {
         hammer(Path::new(&path), worker.parse().expect("worker number"));
     }
 }
@@ -56,7 +69,10 @@ fn two_processes_lose_no_update() {
         })
         .collect();
     for mut child in children {
-        assert!(child.wait().unwrap().success(), "a hammering process failed");
+        assert!(
+            child.wait().unwrap().success(),
+            "a hammering process failed"
+        );
     }
     let mut card = VirtualTransport::open(&path).unwrap();
     let t: &mut dyn Transport = &mut card;

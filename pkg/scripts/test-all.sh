@@ -137,7 +137,7 @@ else
     # build all targets once (one compile of the dependencies), then run each briefly
     if step "fuzz build" timeout 900 cargo +nightly fuzz build; then
       for target in $targets; do
-        step "fuzz $target (${FUZZ_SECONDS}s)" timeout --kill-after=10 $((FUZZ_SECONDS + 120)) \
+        step "fuzz run $target (-max_total_time=$FUZZ_SECONDS)" timeout --kill-after=10 $((FUZZ_SECONDS + 120)) \
           cargo +nightly fuzz run "$target" -- -max_total_time="$FUZZ_SECONDS" -print_final_stats=0 || true
       done
     fi

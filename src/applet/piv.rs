@@ -7,7 +7,9 @@ use cipher::{BlockDecrypt, BlockEncrypt, KeyInit};
 use zeroize::Zeroizing;
 
 /// The PIV application identifier (NIST PIX, version 01.00).
-pub const AID: [u8; 11] = [0xA0, 0x00, 0x00, 0x03, 0x08, 0x00, 0x00, 0x10, 0x00, 0x01, 0x00];
+pub const AID: [u8; 11] = [
+    0xA0, 0x00, 0x00, 0x03, 0x08, 0x00, 0x00, 0x10, 0x00, 0x01, 0x00,
+];
 
 /// PIV key references used by VERIFY / CHANGE REFERENCE DATA.
 pub mod key_ref {
@@ -96,7 +98,8 @@ fn ecb<C: KeyInit + BlockEncrypt + BlockDecrypt>(
     block: &mut [u8],
     encrypt: bool,
 ) -> Result<(), CardError> {
-    let cipher = C::new_from_slice(key).map_err(|_| CardError::Malformed("management key has the wrong length"))?;
+    let cipher = C::new_from_slice(key)
+        .map_err(|_| CardError::Malformed("management key has the wrong length"))?;
     if block.len() != C::block_size() {
         return Err(CardError::Malformed("block has the wrong length"));
     }
@@ -146,7 +149,13 @@ pub fn put_data(ch: &mut dyn Channel, tag: tlv::Tag, value: &[u8]) -> Result<(),
     tlv::push_tag(&mut tag_bytes, tag);
     tlv::push_do(&mut data, 0x5C, &tag_bytes);
     tlv::push_do(&mut data, 0x53, value);
-    exchange(ch, &Command::new(0xDB, 0x3F, 0xFF).with_data(&data).with_le(None))?.success()?;
+    exchange(
+        ch,
+        &Command::new(0xDB, 0x3F, 0xFF)
+            .with_data(&data)
+            .with_le(None),
+    )?
+    .success()?;
     Ok(())
 }
 
@@ -176,7 +185,8 @@ pub enum PinStatus {
 pub fn verify_pin(ch: &mut dyn Channel, pin: Option<&[u8]>) -> Result<PinStatus, CardError> {
     let cmd = match pin {
         Some(pin) => {
-            let padded = pad_pin(pin).ok_or(CardError::Malformed("PIN must be 6 to 8 characters"))?;
+            let padded =
+                pad_pin(pin).ok_or(CardError::Malformed("PIN must be 6 to 8 characters"))?;
             Command::new(0x20, 0x00, key_ref::PIN).with_data(&padded[..])
         }
         None => Command::new(0x20, 0x00, key_ref::PIN),
@@ -202,7 +212,11 @@ pub fn authenticate_management(
     }
     let block = alg.block_len();
     let ask = tlv::encode(0x7C, &[0x80, 0x00]);
-    let resp = exchange(ch, &Command::new(0x87, alg.id(), key_ref::MANAGEMENT).with_data(&ask))?.success()?;
+    let resp = exchange(
+        ch,
+        &Command::new(0x87, alg.id(), key_ref::MANAGEMENT).with_data(&ask),
+    )?
+    .success()?;
     let template = tlv::expect_only(&resp, 0x7C)?;
     let witness = tlv::find(template, 0x80)?.ok_or(CardError::Malformed("no witness"))?;
     if witness.len() != block {
@@ -216,14 +230,17 @@ pub fn authenticate_management(
     tlv::push_do(&mut inner, 0x80, &plain);
     tlv::push_do(&mut inner, 0x81, &challenge);
     tlv::push_do(&mut inner, 0x82, &[]);
-    let cmd = Command::new(0x87, alg.id(), key_ref::MANAGEMENT).with_data(&tlv::encode(0x7C, &inner));
+    let cmd =
+        Command::new(0x87, alg.id(), key_ref::MANAGEMENT).with_data(&tlv::encode(0x7C, &inner));
     let resp = exchange(ch, &cmd)?.success()?;
     let template = tlv::expect_only(&resp, 0x7C)?;
     let answer = tlv::find(template, 0x82)?.ok_or(CardError::Malformed("no challenge response"))?;
     let mut expected = challenge;
     alg.encrypt_block(key, &mut expected)?;
     if answer != expected.as_slice() {
-        return Err(CardError::Malformed("card failed the management key challenge"));
+        return Err(CardError::Malformed(
+            "card failed the management key challenge",
+        ));
     }
     Ok(())
 }

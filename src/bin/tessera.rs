@@ -66,7 +66,10 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
         Command::Vcard(VcardCommand::Init { file, serial }) => {
             let serial = serial.unwrap_or_else(|| rand::random::<u32>() % 90_000_000 + 10_000_000);
             CardFile::create(&file, &CardState::factory(serial))?;
-            println!("created virtual PIV card {} (serial {serial})", file.display());
+            println!(
+                "created virtual PIV card {} (serial {serial})",
+                file.display()
+            );
             Ok(())
         }
         Command::Vcard(VcardCommand::Serve { file, vpcd, once }) => {

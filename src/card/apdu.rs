@@ -83,7 +83,9 @@ impl Command {
         out.extend_from_slice(&[self.cla, self.ins, self.p1, self.p2]);
         let lc = self.data.len();
         let le = self.le;
-        let need_ext = lc > SHORT_MAX || le.is_some_and(|l| l > 256);
+        // Le = 0 means "as much as there is": on an extended-length card ask for 65536 at once
+        // instead of collecting 256-byte 61xx pieces.
+        let need_ext = lc > SHORT_MAX || le.is_some_and(|l| l > 256 || l == 0);
         if extended && need_ext {
             if lc > 0 {
                 out.extend_from_slice(&[0x00, (lc >> 8) as u8, lc as u8]);
@@ -207,7 +209,9 @@ fn send_one(t: &mut dyn Channel, cmd: &Command) -> Result<Response, CardError> {
     let ext = t.extended_length();
     let r = transmit_logged(t, cmd, ext)?;
     if let StatusWord::CorrectLength(n) = r.sw {
-        let again = cmd.clone().with_le(Some(if n == 0 { 256 } else { usize::from(n) }));
+        let again = cmd
+            .clone()
+            .with_le(Some(if n == 0 { 256 } else { usize::from(n) }));
         return transmit_logged(t, &again, ext);
     }
     Ok(r)
@@ -228,10 +232,19 @@ mod tests {
 
     #[test]
     fn encodes_the_four_cases() {
-        assert_eq!(&Command::new(0xCB, 0x3F, 0xFF).with_le(None).encode(false)[..], &[0, 0xCB, 0x3F, 0xFF]);
-        assert_eq!(&Command::new(0xCB, 0x3F, 0xFF).encode(false)[..], &[0, 0xCB, 0x3F, 0xFF, 0]);
         assert_eq!(
-            &Command::new(0x20, 0, 0x80).with_data(&[1, 2]).with_le(None).encode(false)[..],
+            &Command::new(0xCB, 0x3F, 0xFF).with_le(None).encode(false)[..],
+            &[0, 0xCB, 0x3F, 0xFF]
+        );
+        assert_eq!(
+            &Command::new(0xCB, 0x3F, 0xFF).encode(false)[..],
+            &[0, 0xCB, 0x3F, 0xFF, 0]
+        );
+        assert_eq!(
+            &Command::new(0x20, 0, 0x80)
+                .with_data(&[1, 2])
+                .with_le(None)
+                .encode(false)[..],
             &[0, 0x20, 0, 0x80, 2, 1, 2]
         );
         let long = Command::new(0xDB, 0x3F, 0xFF).with_data(&[7; 300]);
@@ -239,7 +252,9 @@ mod tests {
         assert_eq!(&ext[..7], &[0, 0xDB, 0x3F, 0xFF, 0, 0x01, 0x2C]);
         assert_eq!(&ext[ext.len() - 2..], &[0, 0]);
         assert_eq!(ext.len(), 4 + 3 + 300 + 2);
-        let le_only = Command::new(0xCB, 0x3F, 0xFF).with_le(Some(1000)).encode(true);
+        let le_only = Command::new(0xCB, 0x3F, 0xFF)
+            .with_le(Some(1000))
+            .encode(true);
         assert_eq!(&le_only[..], &[0, 0xCB, 0x3F, 0xFF, 0, 0x03, 0xE8]);
     }
 

@@ -4,8 +4,9 @@
 //! `LeaveCard`. A reset by another process is answered by reconnecting without reset and
 //! reporting [`CardError::Reset`] once.
 
-use super::{atr, CardError, Channel, Transport, TransactionOp};
-use pcsc::{Card, Context, Disposition, Protocols, ReaderState, Scope, ShareMode, State};
+use super::{atr, CardError, Channel, TransactionOp, Transport};
+pub use ::pcsc::Context;
+use ::pcsc::{Card, Disposition, Protocols, ReaderState, Scope, ShareMode, State};
 use std::ffi::{CStr, CString};
 use std::time::Duration;
 
@@ -57,7 +58,11 @@ fn info_of(s: &ReaderState) -> ReaderInfo {
     ReaderInfo {
         name: s.name().to_string_lossy().into_owned(),
         card_present: present,
-        atr: if present { s.atr().to_vec() } else { Vec::new() },
+        atr: if present {
+            s.atr().to_vec()
+        } else {
+            Vec::new()
+        },
     }
 }
 
@@ -71,8 +76,13 @@ pub fn wait_for_change(
 ) -> Result<Option<Vec<ReaderInfo>>, CardError> {
     let mut states: Vec<ReaderState> = Vec::with_capacity(watch.len());
     for r in watch {
-        let name = CString::new(r.name.clone()).map_err(|_| CardError::Reader("reader name".into()))?;
-        let current = if r.card_present { State::PRESENT } else { State::EMPTY };
+        let name =
+            CString::new(r.name.clone()).map_err(|_| CardError::Reader("reader name".into()))?;
+        let current = if r.card_present {
+            State::PRESENT
+        } else {
+            State::EMPTY
+        };
         states.push(ReaderState::new(name, current));
     }
     match ctx.get_status_change(timeout, &mut states) {

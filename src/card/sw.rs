@@ -133,7 +133,10 @@ mod tests {
 
     #[test]
     fn names_verify_fail() {
-        assert_eq!(StatusWord::from(0x63C2), StatusWord::VerifyFail { tries: 2 });
+        assert_eq!(
+            StatusWord::from(0x63C2),
+            StatusWord::VerifyFail { tries: 2 }
+        );
         assert_eq!(StatusWord::from(0x6300), StatusWord::Other(0x6300));
     }
 }

@@ -55,7 +55,9 @@ pub fn take_len(data: &[u8]) -> Result<(usize, &[u8]), TlvError> {
         return Err(TlvError::Unsupported);
     }
     let bytes = rest.get(..n).ok_or(TlvError::Truncated)?;
-    let len = bytes.iter().fold(0usize, |acc, &b| (acc << 8) | usize::from(b));
+    let len = bytes
+        .iter()
+        .fold(0usize, |acc, &b| (acc << 8) | usize::from(b));
     Ok((len, rest.get(n..).unwrap_or_default()))
 }
 
@@ -185,9 +187,18 @@ mod tests {
         assert_eq!(take_do(&[0x53, 0x82, 0x01]), Err(TlvError::Truncated));
         assert_eq!(take_do(&[0x53, 0x02, 0x01]), Err(TlvError::Truncated));
         assert_eq!(take_do(&[0x53, 0x80]), Err(TlvError::Unsupported));
-        assert_eq!(take_do(&[0x5F, 0xFF, 0xFF, 0xFF]), Err(TlvError::Unsupported));
-        assert_eq!(expect_only(&[0x53, 0x00, 0x00], 0x53), Err(TlvError::Trailing));
-        assert_eq!(expect_only(&[0x54, 0x00], 0x53), Err(TlvError::Missing(0x53)));
+        assert_eq!(
+            take_do(&[0x5F, 0xFF, 0xFF, 0xFF]),
+            Err(TlvError::Unsupported)
+        );
+        assert_eq!(
+            expect_only(&[0x53, 0x00, 0x00], 0x53),
+            Err(TlvError::Trailing)
+        );
+        assert_eq!(
+            expect_only(&[0x54, 0x00], 0x53),
+            Err(TlvError::Missing(0x53))
+        );
     }
 
     #[test]

@@ -5,7 +5,7 @@
 
 use super::piv::Applet;
 use super::store::CardFile;
-use crate::card::{CardError, Channel, Transport, TransactionOp};
+use crate::card::{CardError, Channel, TransactionOp, Transport};
 use std::path::Path;
 
 /// The card as seen inside a transaction.

@@ -22,19 +22,22 @@ pub const ENV_VCARD: &str = "TESSERA_VCARD";
 /// The card's answer-to-reset: T=1, historical bytes announce extended Lc/Le (card
 /// capabilities 73 C0 21 C0) followed by "Tessera".
 pub fn atr() -> Vec<u8> {
-    let mut body = vec![0x3B, 0xFF, 0x13, 0x00, 0x00, 0x81, 0x31, 0xFE, 0x15];
-    // historical bytes: category 80, capabilities 73 C0 21 C0, then a tag 5x "Tessera" (7 bytes)
-    let hist: &[u8] = &[0x80, 0x73, 0xC0, 0x21, 0xC0, 0x57, b'T', b'e', b's', b's', b'e', b'r', b'a'];
-    debug_assert_eq!(hist.len(), 13);
-    body[1] = 0xF0 | hist.len() as u8;
-    body.extend_from_slice(hist);
+    // T0 = F|13: TA1..TD1 present, 13 historical bytes: category 80, card capabilities
+    // 73 C0 21 C0 (extended Lc/Le), then a tag 5 object "Tessera" (7 bytes).
+    let mut body = vec![0x3B, 0xFD, 0x13, 0x00, 0x00, 0x81, 0x31, 0xFE, 0x15];
+    body.extend_from_slice(&[0x80, 0x73, 0xC0, 0x21, 0xC0, 0x57]);
+    body.extend_from_slice(b"Tessera");
     crate::card::atr::with_check_byte(&body)
 }
 
 /// Paths listed in `TESSERA_VCARD`, in order, without empty entries.
 pub fn configured_paths() -> Vec<std::path::PathBuf> {
     std::env::var_os(ENV_VCARD)
-        .map(|v| std::env::split_paths(&v).filter(|p| !p.as_os_str().is_empty()).collect())
+        .map(|v| {
+            std::env::split_paths(&v)
+                .filter(|p| !p.as_os_str().is_empty())
+                .collect()
+        })
         .unwrap_or_default()
 }
 

@@ -90,7 +90,8 @@ impl CardFile {
             .write(true)
             .open(&self.lock_path)
             .map_err(|e| state_err("cannot open lock", &self.lock_path, e))?;
-        f.lock().map_err(|e| state_err("cannot lock", &self.lock_path, e))?;
+        f.lock()
+            .map_err(|e| state_err("cannot lock", &self.lock_path, e))?;
         Ok(f)
     }
 
@@ -119,13 +120,20 @@ impl CardFile {
     /// Runs `f` on the current state under the lock; when `f` reports a change (second tuple
     /// element), the new state is written before the lock is released.
     pub fn read<R>(&mut self, f: impl FnOnce(&mut CardState) -> (R, bool)) -> Result<R, CardError> {
-        let lock = if self.held.is_some() { None } else { Some(self.lock()?) };
+        let lock = if self.held.is_some() {
+            None
+        } else {
+            Some(self.lock()?)
+        };
         let result = self.update_locked(f);
         drop(lock);
         result
     }
 
-    fn update_locked<R>(&mut self, f: impl FnOnce(&mut CardState) -> (R, bool)) -> Result<R, CardError> {
+    fn update_locked<R>(
+        &mut self,
+        f: impl FnOnce(&mut CardState) -> (R, bool),
+    ) -> Result<R, CardError> {
         let path = self.path.clone();
         let state = self.current()?;
         let before = state.clone();
@@ -145,7 +153,10 @@ impl CardFile {
     }
 
     /// Same as [`CardFile::read`]; named for call sites that mean to modify.
-    pub fn update<R>(&mut self, f: impl FnOnce(&mut CardState) -> (R, bool)) -> Result<R, CardError> {
+    pub fn update<R>(
+        &mut self,
+        f: impl FnOnce(&mut CardState) -> (R, bool),
+    ) -> Result<R, CardError> {
         self.read(f)
     }
 }
@@ -156,13 +167,20 @@ fn write_atomically(path: &Path, state: &CardState) -> Result<(), CardError> {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
         _ => PathBuf::from("."),
     };
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let tmp = dir.join(format!(".{name}.tmp.{}", std::process::id()));
     let json = zeroize::Zeroizing::new(
         serde_json::to_vec_pretty(state).map_err(|e| state_err("cannot encode", path, e))?,
     );
     let write = || -> std::io::Result<()> {
-        let mut f = OpenOptions::new().write(true).create(true).truncate(true).open(&tmp)?;
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&tmp)?;
         f.write_all(&json)?;
         f.sync_all()?;
         fs::rename(&tmp, path)?;

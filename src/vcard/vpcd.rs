@@ -84,9 +84,14 @@ pub fn serve(path: &Path, addr: &str, stop: Arc<AtomicBool>, once: bool) -> Resu
             }
         };
         let _ = stream.set_nodelay(true);
-        eprintln!("tessera: card {} inserted in the vpcd reader at {addr}", path.display());
+        eprintln!(
+            "tessera: card {} inserted in the vpcd reader at {addr}",
+            path.display()
+        );
         announced = false;
-        let watcher = stream.try_clone().map_err(|e| CardError::Reader(e.to_string()))?;
+        let watcher = stream
+            .try_clone()
+            .map_err(|e| CardError::Reader(e.to_string()))?;
         let stop_watch = Arc::clone(&stop);
         let done = Arc::new(AtomicBool::new(false));
         let done_watch = Arc::clone(&done);
@@ -112,7 +117,12 @@ pub fn serve(path: &Path, addr: &str, stop: Arc<AtomicBool>, once: bool) -> Resu
     Ok(())
 }
 
-fn session(stream: &mut TcpStream, file: &mut CardFile, applet: &mut Applet, atr: &[u8]) -> io::Result<()> {
+fn session(
+    stream: &mut TcpStream,
+    file: &mut CardFile,
+    applet: &mut Applet,
+    atr: &[u8],
+) -> io::Result<()> {
     let mut buf = Vec::new();
     loop {
         if !read_frame(stream, &mut buf)? {

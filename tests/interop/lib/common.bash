@@ -1,0 +1,187 @@
+# Shared helpers for tests/interop/*.sh (sourced, not run: this file is not *.sh).
+#
+# Needs (set by pkg/scripts/test-all.sh, or by hand after `. LAB/env`):
+#   TESSERA_BIN          path to the built `tessera` binary
+#   LAB                  the pcsc-lab directory (pkg/scripts/pcsc-lab.sh up LAB)
+#   PCSCLITE_CSOCK_NAME  the lab's pcscd socket
+#   TESSERA_VPCD_PORT    the lab's vpcd port (slot 0)
+# Prints TAP-like lines "ok - WHAT" / "not ok - WHAT"; finish() exits non-zero on any failure.
+
+: "${TESSERA_BIN:?TESSERA_BIN must point at target/release/tessera}"
+: "${LAB:?LAB must be the pcsc-lab directory}"
+: "${PCSCLITE_CSOCK_NAME:?PCSCLITE_CSOCK_NAME must be set (source LAB/env)}"
+: "${TESSERA_VPCD_PORT:?TESSERA_VPCD_PORT must be set (source LAB/env)}"
+export PCSCLITE_CSOCK_NAME TESSERA_VPCD_PORT
+
+READER=${TESSERA_LAB_READER:-Yubico YubiKey Virtual}
+TEST_NAME=$(basename "$0" .sh)
+WORK=$(mktemp -d "$LAB/$TEST_NAME.XXXXXX")
+PASS=0
+FAIL=0
+OUT=""
+RC=0
+CARD_PID=""
+CARD_LOG=""
+
+# Never let a client program wait on a prompt or fall back to a stray config.
+exec </dev/null
+export OPENSC_CONF="$WORK/opensc.conf"
+cat >"$OPENSC_CONF" <<'EOF'
+app default {
+  # no on-disk cache: card files with the same serial differ between test runs
+  framework pkcs15 { use_file_caching = no; }
+}
+EOF
+
+ok() { PASS=$((PASS + 1)); echo "ok - $1"; }
+notok() {
+  FAIL=$((FAIL + 1))
+  echo "not ok - $1"
+  if [ -n "${2:-}" ]; then printf '%s\n' "$2" | tail -n 40 | sed 's/^/#   /'; fi
+}
+
+# run CMD...: runs with stdin from /dev/null; output (stdout+stderr) in $OUT, status in $RC
+run() {
+  OUT=$("$@" 2>&1)
+  RC=$?
+  return 0
+}
+
+# expect_ok WHAT CMD...: CMD exits 0
+expect_ok() {
+  local what=$1; shift
+  run "$@"
+  if [ "$RC" -eq 0 ]; then ok "$what"; else notok "$what (exit $RC: $*)" "$OUT"; fi
+}
+
+# expect_fail WHAT CMD...: CMD exits non-zero
+expect_fail() {
+  local what=$1; shift
+  run "$@"
+  if [ "$RC" -ne 0 ]; then ok "$what"; else notok "$what (expected failure, got exit 0: $*)" "$OUT"; fi
+}
+
+# expect_grep WHAT REGEX CMD...: CMD exits 0 and its output matches the extended REGEX
+expect_grep() {
+  local what=$1 re=$2; shift 2
+  run "$@"
+  if [ "$RC" -eq 0 ] && printf '%s\n' "$OUT" | grep -Eq -- "$re"; then
+    ok "$what"
+  else
+    notok "$what (exit $RC, wanted /$re/: $*)" "$OUT"
+  fi
+}
+
+# expect_fail_grep WHAT REGEX CMD...: CMD exits non-zero and its output matches REGEX
+expect_fail_grep() {
+  local what=$1 re=$2; shift 2
+  run "$@"
+  if [ "$RC" -ne 0 ] && printf '%s\n' "$OUT" | grep -Eq -- "$re"; then
+    ok "$what"
+  else
+    notok "$what (exit $RC, wanted failure and /$re/: $*)" "$OUT"
+  fi
+}
+
+# check WHAT CMD...: like expect_ok, for local assertions (cmp, test, ...)
+check() { expect_ok "$@"; }
+
+# reader_state: "Yes" / "No" for the card column of the lab's slot-0 reader
+reader_state() {
+  opensc-tool -l 2>/dev/null | grep -F "$READER 00 00" | awk '{print $2}'
+}
+
+wait_reader() { # wait_reader Yes|No SECONDS
+  local want=$1 deadline=$((SECONDS + $2))
+  while [ "$(reader_state)" != "$want" ]; do
+    [ "$SECONDS" -ge "$deadline" ] && return 1
+    sleep 0.1
+  done
+}
+
+# start_card FILE: serve the card file on the lab's vpcd slot 0 and wait for pcscd to see it
+start_card() {
+  local file=$1
+  CARD_LOG="$WORK/card-server.log"
+  "$TESSERA_BIN" vcard serve "$file" --vpcd "127.0.0.1:$TESSERA_VPCD_PORT" >>"$CARD_LOG" 2>&1 &
+  CARD_PID=$!
+  echo "$CARD_PID" >"$LAB/$TEST_NAME-card.pid"
+  if wait_reader Yes 20; then
+    ok "card server (pid $CARD_PID) inserted the card into '$READER 00 00'"
+    return 0
+  fi
+  notok "card present in '$READER 00 00' within 20 s" "$(cat "$CARD_LOG" 2>/dev/null; opensc-tool -l 2>&1)"
+  return 1
+}
+
+# stop_card: SIGTERM the card server, check it exits cleanly and the card is removed
+stop_card() {
+  [ -n "$CARD_PID" ] || return 0
+  local pid=$CARD_PID rc i
+  CARD_PID=""
+  kill -TERM "$pid" 2>/dev/null
+  for i in $(seq 1 100); do
+    kill -0 "$pid" 2>/dev/null || break
+    # a zombie child still answers kill -0 until reaped by wait below
+    [ "$(ps -o stat= -p "$pid" 2>/dev/null | cut -c1)" = Z ] && break
+    sleep 0.1
+  done
+  if kill -0 "$pid" 2>/dev/null && [ "$(ps -o stat= -p "$pid" 2>/dev/null | cut -c1)" != Z ]; then
+    kill -KILL "$pid" 2>/dev/null
+    wait "$pid" 2>/dev/null
+    notok "card server exits within 10 s of SIGTERM" "$(tail -n 20 "$CARD_LOG" 2>/dev/null)"
+  else
+    wait "$pid" 2>/dev/null
+    rc=$?
+    if [ "$rc" -eq 0 ]; then
+      ok "card server exits cleanly (status 0) on SIGTERM"
+    else
+      notok "card server exits cleanly on SIGTERM (status $rc)" "$(tail -n 20 "$CARD_LOG" 2>/dev/null)"
+    fi
+  fi
+  rm -f "$LAB/$TEST_NAME-card.pid"
+  if wait_reader No 10; then ok "card removed from the reader after the server stopped"
+  else notok "card removed from the reader after the server stopped" "$(opensc-tool -l 2>&1)"; fi
+}
+
+finish() {
+  local rc=$?
+  stop_card
+  echo "# $TEST_NAME: $PASS ok, $FAIL not ok"
+  if [ "$FAIL" -gt 0 ]; then
+    echo "# work files and card server log kept in $WORK"
+    exit 1
+  fi
+  rm -rf "$WORK"
+  [ "$rc" -eq 0 ] || exit "$rc"
+  exit 0
+}
+trap finish EXIT
+trap 'exit 130' INT TERM
+
+# pub_der FILE: the DER SubjectPublicKeyInfo of a PEM public key, cert or private key
+pub_der_of_pubkey() { openssl pkey -pubin -in "$1" -outform DER; }
+pub_der_of_cert() { openssl x509 -in "$1" -noout -pubkey | openssl pkey -pubin -outform DER; }
+pub_der_of_key() { openssl pkey -in "$1" -pubout -outform DER; }
+same_pubkey_cert_pub() { # CERT PUBPEM: both parse and hold the same SubjectPublicKeyInfo
+  local a b
+  a=$(pub_der_of_cert "$1" 2>&1 | od -An -tx1 | tr -d ' \n') || { echo "cannot read $1"; return 1; }
+  b=$(pub_der_of_pubkey "$2" 2>&1 | od -An -tx1 | tr -d ' \n') || { echo "cannot read $2"; return 1; }
+  [ -n "$a" ] && [ "$a" = "$b" ] || { echo "public keys differ: $1 vs $2"; return 1; }
+}
+
+# gate WHAT CMD...: like expect_ok, but a failure ends the script (nothing after it can
+# work); prints the command again with verbose APDU tracing for the report.
+gate() {
+  local what=$1; shift
+  run "$@"
+  if [ "$RC" -eq 0 ]; then ok "$what"; return 0; fi
+  notok "$what (exit $RC: $*) -- stopping here" "$OUT"
+  if [ "${1:-}" = Y ] || [ "${1:-}" = yubico-piv-tool ]; then
+    echo "# APDU trace (yubico-piv-tool -v 2):"
+    yubico-piv-tool -r "$READER" -v 2 -a status 2>&1 | sed 's/^/#   /' | head -n 60
+  fi
+  echo "# card server log:"
+  tail -n 30 "$CARD_LOG" 2>/dev/null | sed 's/^/#   /'
+  exit 1
+}
