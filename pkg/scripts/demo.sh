@@ -45,10 +45,15 @@ step "4. yubico-piv-tool: card status"
 PIV=(yubico-piv-tool -r "$TESSERA_LAB_READER")
 "${PIV[@]}" -a status
 
-step "5. generate a P-256 key on the card (slot 9a) and load a self-signed certificate"
+step "5. generate a P-256 key on the card (slot 9a); a demo CA issues its e-Cert; load it"
 "${PIV[@]}" -a generate -s 9a -A ECCP256 -o "$WORK/pub.pem"
-"${PIV[@]}" -a verify-pin -P 123456 -a selfsign-certificate -s 9a \
-  -S "/CN=Demo e-Cert holder/O=Tessera demo/" -i "$WORK/pub.pem" -o "$WORK/cert.pem"
+# The card's public key goes to a CA, which issues the certificate (yubico-piv-tool's own
+# selfsign is broken with OpenSSL 3 in Debian 12: Yubico/yubico-piv-tool#388).
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 30 \
+  -subj "/CN=Tessera Demo CA" -keyout "$WORK/ca.key" -out "$WORK/ca.pem" 2>/dev/null
+openssl req -new -key "$WORK/ca.key" -subj "/CN=Demo e-Cert holder/O=Tessera demo" -out "$WORK/req.csr"
+openssl x509 -req -in "$WORK/req.csr" -CA "$WORK/ca.pem" -CAkey "$WORK/ca.key" -CAcreateserial \
+  -force_pubkey "$WORK/pub.pem" -days 365 -out "$WORK/cert.pem" 2>/dev/null
 "${PIV[@]}" -a import-certificate -s 9a -i "$WORK/cert.pem"
 
 step "6. read the certificate back from the card"
