@@ -5,4 +5,5 @@
 
 pub mod applet;
 pub mod card;
+pub mod token;
 pub mod vcard;
