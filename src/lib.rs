@@ -5,5 +5,6 @@
 
 pub mod applet;
 pub mod card;
+pub mod pkcs11;
 pub mod token;
 pub mod vcard;

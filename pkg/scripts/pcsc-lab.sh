@@ -17,7 +17,8 @@
 # Reader names: "$LAB_READER_NAME 00 00" and "$LAB_READER_NAME 01 00".
 #
 # Env knobs: LAB_READER_NAME (default "Yubico YubiKey Virtual": a name that both
-# yubico-piv-tool and ykcs11 accept), LAB_TIMEOUT (seconds to wait, default 20).
+# yubico-piv-tool and ykcs11 accept), LAB_TIMEOUT (seconds to wait, default 20),
+# LAB_APDU_LOG=1 (pcscd --debug --apdu: every APDU, PINs included, into DIR/pcscd.log).
 set -euo pipefail
 
 READER_NAME=${LAB_READER_NAME:-Yubico YubiKey Virtual}
@@ -105,9 +106,12 @@ EOF
   # namespace where we are root (-r) gives one.
   local ns=(unshare -m --propagation private)
   [ "$(id -u)" -eq 0 ] || ns=(unshare -r -m --propagation private)
+  local dbg=""
+  [ "${LAB_APDU_LOG:-0}" = 1 ] && dbg="--debug --apdu"
   # No --fork: unshare execs sh, which execs pcscd, so $! is pcscd's pid.
-  "${ns[@]}" sh -c 'mkdir -p /run/pcscd && mount --bind "$1" /run/pcscd && exec pcscd -f -c "$2"' \
-    sh "$dir/run" "$dir/reader.conf.d" </dev/null >"$dir/pcscd.log" 2>&1 &
+  # shellcheck disable=SC2016
+  "${ns[@]}" sh -c 'mkdir -p /run/pcscd && mount --bind "$1" /run/pcscd && exec pcscd -f -c "$2" $3' \
+    sh "$dir/run" "$dir/reader.conf.d" "$dbg" </dev/null >"$dir/pcscd.log" 2>&1 &
   echo $! >"$dir/pcscd.pid"
   say "started pcscd pid $(cat "$dir/pcscd.pid") (log $dir/pcscd.log), vpcd ports $port,$((port + 1))"
 

@@ -72,6 +72,6 @@ mod tests {
         assert!(read_bool(&[]).is_err());
         assert_eq!(&padded::<8>("PIV"), b"PIV     ");
         assert_eq!(&padded::<4>("Tessera"), b"Tess");
-        assert_eq!(&padded::<3>("aé"), b"a  ");
+        assert_eq!(&padded::<2>("aé"), b"a ");
     }
 }

@@ -1,21 +1,74 @@
 //! The library instance between C_Initialize and C_Finalize: the slot table, the session
-//! table, and the entry points the ABI layer calls. One global instance guarded by a lock; a
+//! table, object handles, and the entry points the ABI layer calls. One global instance; a
 //! forked child sees "not initialised" until it initialises itself.
+//!
+//! Locking: the session table and a slot's state are never held at the same time as another
+//! slot's; the session table is released before any card I/O (operations are taken out of
+//! the session, run, and put back).
 
-use super::{Attr, AttrAnswer, Error, Mechanism, OutBuf, Result};
+use super::mechanism::{self, Digester, SignOp, VerifyOp};
+use super::objects::{self, KeyEntry, ObjectId};
+use super::session::{CardKey, Handle, Operation, Session, SessionObject};
+use super::slot::{Login, Slot, SlotState, Source};
+use super::{attr, Attr, AttrAnswer, Error, Mechanism, OutBuf, Result};
+use crate::applet::piv::{self, PinStatus};
+use crate::card::pcsc;
 use cryptoki_sys::*;
-use parking_lot::RwLock;
+use parking_lot::{Mutex, RwLock};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use zeroize::Zeroizing;
+
+/// Object handle table: a stable handle per object identity.
+#[derive(Default)]
+struct Handles {
+    by_object: HashMap<Handle, CK_OBJECT_HANDLE>,
+    by_handle: HashMap<CK_OBJECT_HANDLE, Handle>,
+    next: CK_OBJECT_HANDLE,
+}
+
+impl Handles {
+    fn handle(&mut self, h: Handle) -> CK_OBJECT_HANDLE {
+        if let Some(&n) = self.by_object.get(&h) {
+            return n;
+        }
+        self.next += 1;
+        let n = self.next;
+        self.by_object.insert(h, n);
+        self.by_handle.insert(n, h);
+        n
+    }
+
+    /// A handle for an object that has no stable identity (a session object).
+    fn fresh(&mut self) -> CK_OBJECT_HANDLE {
+        self.next += 1;
+        self.next
+    }
+
+    fn forget(&mut self, n: CK_OBJECT_HANDLE) {
+        if let Some(h) = self.by_handle.remove(&n) {
+            self.by_object.remove(&h);
+        }
+    }
+}
 
 /// The initialised library.
 pub struct Library {
-    _private: (),
+    slots: RwLock<Vec<Arc<Slot>>>,
+    pcsc: Mutex<Option<pcsc::Context>>,
+    sessions: Mutex<HashMap<CK_SESSION_HANDLE, Session>>,
+    next_session: Mutex<CK_SESSION_HANDLE>,
+    handles: Mutex<Handles>,
+    session_objects: Mutex<HashMap<CK_OBJECT_HANDLE, (CK_SESSION_HANDLE, SessionObject)>>,
+    presence: Mutex<HashMap<CK_SLOT_ID, bool>>,
+    cancelled: AtomicBool,
+    so_puk: Mutex<HashMap<CK_SLOT_ID, Zeroizing<Vec<u8>>>>,
 }
 
-static LIBRARY: RwLock<Option<(u32, std::sync::Arc<Library>)>> = RwLock::new(None);
-
-fn unsupported<T>() -> Result<T> {
-    Err(Error::new(CKR_FUNCTION_NOT_SUPPORTED))
-}
+type Global = Option<(u32, Arc<Library>)>;
+static LIBRARY: RwLock<Global> = RwLock::new(None);
 
 /// C_Initialize: creates the library (CKR_CRYPTOKI_ALREADY_INITIALIZED when it exists in this
 /// process).
@@ -27,17 +80,27 @@ pub fn initialize() -> Result<()> {
             return Err(Error::new(CKR_CRYPTOKI_ALREADY_INITIALIZED));
         }
     }
-    *lib = Some((pid, std::sync::Arc::new(Library { _private: () })));
+    *lib = Some((pid, Arc::new(Library::new())));
     Ok(())
 }
 
-/// C_Finalize: drops the library, cancelling blocked C_WaitForSlotEvent calls.
+/// C_Finalize: drops the library and cancels blocked C_WaitForSlotEvent calls.
 pub fn finalize() -> Result<()> {
-    let mut lib = LIBRARY.write();
-    match lib.take() {
-        Some((owner, _)) if owner == std::process::id() => Ok(()),
-        _ => Err(Error::new(CKR_CRYPTOKI_NOT_INITIALIZED)),
+    let taken = {
+        let mut lib = LIBRARY.write();
+        match lib.take() {
+            Some((owner, l)) if owner == std::process::id() => l,
+            other => {
+                *lib = other;
+                return Err(Error::new(CKR_CRYPTOKI_NOT_INITIALIZED));
+            }
+        }
+    };
+    taken.cancelled.store(true, Ordering::SeqCst);
+    if let Some(ctx) = taken.pcsc.lock().as_ref() {
+        let _ = ctx.cancel();
     }
+    Ok(())
 }
 
 /// Runs `f` with the library, or fails with CKR_CRYPTOKI_NOT_INITIALIZED (also in a forked
@@ -46,212 +109,1302 @@ pub fn with<R>(f: impl FnOnce(&Library) -> Result<R>) -> Result<R> {
     let lib = {
         let guard = LIBRARY.read();
         match guard.as_ref() {
-            Some((owner, lib)) if *owner == std::process::id() => std::sync::Arc::clone(lib),
+            Some((owner, lib)) if *owner == std::process::id() => Arc::clone(lib),
             _ => return Err(Error::new(CKR_CRYPTOKI_NOT_INITIALIZED)),
         }
     };
     f(&lib)
 }
 
-#[allow(missing_docs, unused_variables)]
+fn err<T>(rv: CK_RV) -> Result<T> {
+    Err(Error::new(rv))
+}
+
+/// Copies `data` to the caller's output, honouring the length-query convention.
+fn deliver(data: &[u8], out: OutBuf<'_>) -> Result<usize> {
+    match out {
+        OutBuf::Query => Ok(data.len()),
+        OutBuf::Into(buf) => match buf.get_mut(..data.len()) {
+            Some(dst) => {
+                dst.copy_from_slice(data);
+                Ok(data.len())
+            }
+            None => Err(Error::buffer_too_small(data.len())),
+        },
+    }
+}
+
+fn pin_error(status: PinStatus) -> Error {
+    match status {
+        PinStatus::Verified => Error::new(CKR_OK),
+        PinStatus::TriesLeft(_) => Error::new(CKR_PIN_INCORRECT),
+        PinStatus::Blocked => Error::new(CKR_PIN_LOCKED),
+    }
+}
+
+fn check_pin_format(pin: &[u8]) -> Result<()> {
+    if piv::pad_pin(pin).is_some() {
+        Ok(())
+    } else {
+        err(CKR_PIN_LEN_RANGE)
+    }
+}
+
 impl Library {
+    fn new() -> Self {
+        let lib = Self {
+            slots: RwLock::new(Vec::new()),
+            pcsc: Mutex::new(None),
+            sessions: Mutex::new(HashMap::new()),
+            next_session: Mutex::new(0),
+            handles: Mutex::new(Handles::default()),
+            session_objects: Mutex::new(HashMap::new()),
+            presence: Mutex::new(HashMap::new()),
+            cancelled: AtomicBool::new(false),
+            so_puk: Mutex::new(HashMap::new()),
+        };
+        {
+            let mut slots = lib.slots.write();
+            for path in crate::vcard::configured_paths() {
+                let id = slots.len() as CK_SLOT_ID;
+                slots.push(Arc::new(Slot::new(id, Source::Virtual(path))));
+            }
+        }
+        lib.refresh_readers();
+        lib
+    }
+
+    /// Reader states from pcscd (IPC, never an APDU); `None` when pcscd is unreachable.
+    fn readers(&self) -> Option<Vec<pcsc::ReaderInfo>> {
+        let mut ctx = self.pcsc.lock();
+        if ctx.is_none() {
+            *ctx = pcsc::establish().ok();
+        }
+        let c = ctx.as_ref()?;
+        match pcsc::readers(c) {
+            Ok(r) => Some(r),
+            Err(e) => {
+                log::debug!("pcsc readers: {e}");
+                *ctx = None;
+                None
+            }
+        }
+    }
+
+    /// Appends a slot for each reader not seen before (slot IDs never move).
+    fn refresh_readers(&self) -> Option<Vec<pcsc::ReaderInfo>> {
+        let readers = self.readers()?;
+        let mut slots = self.slots.write();
+        for r in &readers {
+            let known = slots
+                .iter()
+                .any(|s| s.source == Source::Reader(r.name.clone()));
+            if !known {
+                let id = slots.len() as CK_SLOT_ID;
+                slots.push(Arc::new(Slot::new(id, Source::Reader(r.name.clone()))));
+            }
+        }
+        Some(readers)
+    }
+
+    fn slot(&self, id: CK_SLOT_ID) -> Result<Arc<Slot>> {
+        self.slots
+            .read()
+            .get(usize::try_from(id).unwrap_or(usize::MAX))
+            .cloned()
+            .ok_or(Error::new(CKR_SLOT_ID_INVALID))
+    }
+
+    /// Updates presence; drops a card that went away. Returns whether one is present.
+    fn present(
+        &self,
+        slot: &Slot,
+        state: &mut SlotState,
+        readers: Option<&[pcsc::ReaderInfo]>,
+    ) -> bool {
+        let owned;
+        let readers = match (&slot.source, readers) {
+            (Source::Reader(_), None) => {
+                owned = self.readers();
+                owned.as_deref()
+            }
+            (_, r) => r,
+        };
+        let present = slot.card_present(readers);
+        if !present && state.card.is_some() {
+            state.card_gone();
+            self.so_puk.lock().remove(&slot.id);
+        }
+        present
+    }
+
+    /// Locks a slot's state with a present, read card (CKR_TOKEN_NOT_PRESENT otherwise).
+    fn with_card<R>(
+        &self,
+        slot: &Slot,
+        f: impl FnOnce(&mut SlotState, Option<&pcsc::Context>) -> Result<R>,
+    ) -> Result<R> {
+        let mut state = slot.state.lock();
+        if !self.present(slot, &mut state, None) {
+            return err(CKR_TOKEN_NOT_PRESENT);
+        }
+        let ctx = self.pcsc.lock();
+        state.card(&slot.source, ctx.as_ref())?;
+        f(&mut state, ctx.as_ref())
+    }
+
+    /// The session's slot, checking the session is alive.
+    fn session_slot(&self, h: CK_SESSION_HANDLE) -> Result<(Arc<Slot>, bool)> {
+        let (slot_id, generation, rw) = {
+            let sessions = self.sessions.lock();
+            let s = sessions
+                .get(&h)
+                .ok_or(Error::new(CKR_SESSION_HANDLE_INVALID))?;
+            (s.slot, s.generation, s.rw)
+        };
+        let slot = self.slot(slot_id)?;
+        let current = slot.state.lock().generation;
+        if current != generation {
+            self.drop_session(h);
+            return err(CKR_SESSION_HANDLE_INVALID);
+        }
+        Ok((slot, rw))
+    }
+
+    fn drop_session(&self, h: CK_SESSION_HANDLE) {
+        self.sessions.lock().remove(&h);
+        let mut objs = self.session_objects.lock();
+        let gone: Vec<_> = objs
+            .iter()
+            .filter(|(_, (s, _))| *s == h)
+            .map(|(n, _)| *n)
+            .collect();
+        let mut handles = self.handles.lock();
+        for n in gone {
+            objs.remove(&n);
+            handles.forget(n);
+        }
+    }
+
+    fn with_session<R>(
+        &self,
+        h: CK_SESSION_HANDLE,
+        f: impl FnOnce(&mut Session) -> Result<R>,
+    ) -> Result<R> {
+        let mut sessions = self.sessions.lock();
+        let s = sessions
+            .get_mut(&h)
+            .ok_or(Error::new(CKR_SESSION_HANDLE_INVALID))?;
+        f(s)
+    }
+
+    fn take_op(&self, h: CK_SESSION_HANDLE) -> Result<Operation> {
+        self.with_session(h, |s| {
+            s.op.take().ok_or(Error::new(CKR_OPERATION_NOT_INITIALIZED))
+        })
+    }
+
+    fn put_op(&self, h: CK_SESSION_HANDLE, op: Operation) {
+        let _ = self.with_session(h, |s| {
+            s.op = Some(op);
+            Ok(())
+        });
+    }
+
+    fn start_op(&self, h: CK_SESSION_HANDLE, op: Operation) -> Result<()> {
+        self.with_session(h, |s| {
+            if s.op.is_some() {
+                return err(CKR_OPERATION_ACTIVE);
+            }
+            s.op = Some(op);
+            Ok(())
+        })
+    }
+
+    /// The key entry behind a token object handle, checking it belongs to the session's token
+    /// and is visible in the current login state.
+    fn resolve(
+        &self,
+        slot: &Slot,
+        object: CK_OBJECT_HANDLE,
+        invalid: CK_RV,
+    ) -> Result<(ObjectId, Option<KeyEntry>)> {
+        let handle = self
+            .handles
+            .lock()
+            .by_handle
+            .get(&object)
+            .copied()
+            .ok_or(Error::new(invalid))?;
+        let Handle::Token(slot_id, id) = handle;
+        if slot_id != slot.id {
+            return err(invalid);
+        }
+        self.with_card(slot, |state, _| {
+            let login = state.login;
+            let card = state
+                .card
+                .as_ref()
+                .ok_or(Error::new(CKR_TOKEN_NOT_PRESENT))?;
+            let entry = id.slot().and_then(|s| card.contents.entry(s)).cloned();
+            if !objects::object_ids(&card.contents.entries).contains(&id) {
+                return err(invalid);
+            }
+            if objects::is_private(id, entry.as_ref()) && login != Login::User {
+                return err(invalid);
+            }
+            Ok((id, entry))
+        })
+    }
+
+    // ---- slots and tokens -------------------------------------------------------------------
+
+    /// C_GetSlotList.
     pub fn slot_list(&self, token_present: bool) -> Result<Vec<CK_SLOT_ID>> {
-        unsupported()
+        let readers = self.refresh_readers();
+        let slots = self.slots.read().clone();
+        let mut out = Vec::new();
+        for slot in slots {
+            let mut state = slot.state.lock();
+            if !token_present || self.present(&slot, &mut state, readers.as_deref()) {
+                out.push(slot.id);
+            }
+        }
+        Ok(out)
     }
-    pub fn slot_info(&self, slot: CK_SLOT_ID) -> Result<CK_SLOT_INFO> {
-        unsupported()
+
+    /// C_GetSlotInfo (no APDU).
+    pub fn slot_info(&self, slot_id: CK_SLOT_ID) -> Result<CK_SLOT_INFO> {
+        let slot = self.slot(slot_id)?;
+        let present = {
+            let mut state = slot.state.lock();
+            self.present(&slot, &mut state, None)
+        };
+        let mut flags = CKF_REMOVABLE_DEVICE;
+        if present {
+            flags |= CKF_TOKEN_PRESENT;
+        }
+        if matches!(slot.source, Source::Reader(_)) {
+            flags |= CKF_HW_SLOT;
+        }
+        let version = CK_VERSION { major: 0, minor: 0 };
+        Ok(CK_SLOT_INFO {
+            slotDescription: attr::padded::<64>(&slot.description()),
+            manufacturerID: attr::padded::<32>(super::MANUFACTURER),
+            flags,
+            hardwareVersion: version,
+            firmwareVersion: version,
+        })
     }
-    pub fn token_info(&self, slot: CK_SLOT_ID) -> Result<CK_TOKEN_INFO> {
-        unsupported()
+
+    /// C_GetTokenInfo (no APDU once the card has been read).
+    pub fn token_info(&self, slot_id: CK_SLOT_ID) -> Result<CK_TOKEN_INFO> {
+        let slot = self.slot(slot_id)?;
+        let (session_count, rw_count) = {
+            let sessions = self.sessions.lock();
+            let mine = sessions.values().filter(|s| s.slot == slot_id);
+            let all: Vec<_> = mine.collect();
+            (all.len(), all.iter().filter(|s| s.rw).count())
+        };
+        self.with_card(&slot, |state, _| {
+            let card = state
+                .card
+                .as_ref()
+                .ok_or(Error::new(CKR_TOKEN_NOT_PRESENT))?;
+            let c = &card.contents;
+            let mut flags =
+                CKF_RNG | CKF_LOGIN_REQUIRED | CKF_USER_PIN_INITIALIZED | CKF_TOKEN_INITIALIZED;
+            flags |= card.pin.flags(true) | card.puk.flags(false);
+            let fw = c.version.unwrap_or([0, 0, 0]);
+            let manufacturer = if c.label.starts_with("YubiKey") {
+                "Yubico"
+            } else {
+                super::MANUFACTURER
+            };
+            Ok(CK_TOKEN_INFO {
+                label: attr::padded::<32>(&c.label),
+                manufacturerID: attr::padded::<32>(manufacturer),
+                model: attr::padded::<16>("PIV"),
+                serialNumber: attr::padded::<16>(&c.serial),
+                flags,
+                ulMaxSessionCount: CK_EFFECTIVELY_INFINITE,
+                ulSessionCount: session_count as CK_ULONG,
+                ulMaxRwSessionCount: CK_EFFECTIVELY_INFINITE,
+                ulRwSessionCount: rw_count as CK_ULONG,
+                ulMaxPinLen: 8,
+                ulMinPinLen: 6,
+                ulTotalPublicMemory: CK_UNAVAILABLE_INFORMATION,
+                ulFreePublicMemory: CK_UNAVAILABLE_INFORMATION,
+                ulTotalPrivateMemory: CK_UNAVAILABLE_INFORMATION,
+                ulFreePrivateMemory: CK_UNAVAILABLE_INFORMATION,
+                hardwareVersion: CK_VERSION { major: 1, minor: 0 },
+                firmwareVersion: CK_VERSION {
+                    major: fw[0],
+                    minor: fw[1],
+                },
+                utcTime: [b' '; 16],
+            })
+        })
     }
-    /// Blocks unless `dont_block`; CKR_NO_EVENT when nothing happened, CKR_CRYPTOKI_NOT_INITIALIZED
-    /// when C_Finalize cancelled the wait.
+
+    /// C_WaitForSlotEvent: the next slot whose card was inserted or removed.
     pub fn wait_for_slot_event(&self, dont_block: bool) -> Result<CK_SLOT_ID> {
-        unsupported()
+        loop {
+            if self.cancelled.load(Ordering::SeqCst) {
+                return err(CKR_CRYPTOKI_NOT_INITIALIZED);
+            }
+            let readers = self.refresh_readers();
+            let slots = self.slots.read().clone();
+            for slot in &slots {
+                let now = slot.card_present(readers.as_deref());
+                let mut seen = self.presence.lock();
+                let before = seen.insert(slot.id, now);
+                if before.is_some_and(|b| b != now) || (before.is_none() && now) {
+                    return Ok(slot.id);
+                }
+            }
+            if dont_block {
+                return err(CKR_NO_EVENT);
+            }
+            // Block on pcscd when there are readers (C_Finalize cancels it); poll virtual cards.
+            let ctx = self.pcsc.lock().clone();
+            match (ctx, readers) {
+                (Some(ctx), Some(r)) if !r.is_empty() => {
+                    let _ = pcsc::wait_for_change(&ctx, &r, Some(Duration::from_millis(500)));
+                }
+                _ => std::thread::sleep(Duration::from_millis(200)),
+            }
+        }
     }
-    pub fn mechanism_list(&self, slot: CK_SLOT_ID) -> Result<Vec<CK_MECHANISM_TYPE>> {
-        unsupported()
+
+    /// C_GetMechanismList.
+    pub fn mechanism_list(&self, slot_id: CK_SLOT_ID) -> Result<Vec<CK_MECHANISM_TYPE>> {
+        self.slot(slot_id)?;
+        Ok(mechanism::supported().to_vec())
     }
+
+    /// C_GetMechanismInfo.
     pub fn mechanism_info(
         &self,
-        slot: CK_SLOT_ID,
+        slot_id: CK_SLOT_ID,
         mech: CK_MECHANISM_TYPE,
     ) -> Result<CK_MECHANISM_INFO> {
-        unsupported()
+        self.slot(slot_id)?;
+        mechanism::info(mech).ok_or(Error::new(CKR_MECHANISM_INVALID))
     }
-    pub fn open_session(&self, slot: CK_SLOT_ID, flags: CK_FLAGS) -> Result<CK_SESSION_HANDLE> {
-        unsupported()
+
+    // ---- sessions and login -----------------------------------------------------------------
+
+    /// C_OpenSession.
+    pub fn open_session(&self, slot_id: CK_SLOT_ID, flags: CK_FLAGS) -> Result<CK_SESSION_HANDLE> {
+        if flags & CKF_SERIAL_SESSION == 0 {
+            return err(CKR_SESSION_PARALLEL_NOT_SUPPORTED);
+        }
+        let slot = self.slot(slot_id)?;
+        let rw = flags & CKF_RW_SESSION != 0;
+        let generation = self.with_card(&slot, |state, _| {
+            if state.login == Login::So && !rw {
+                return err(CKR_SESSION_READ_WRITE_SO_EXISTS);
+            }
+            Ok(state.generation)
+        })?;
+        let mut next = self.next_session.lock();
+        *next += 1;
+        let h = *next;
+        self.sessions.lock().insert(
+            h,
+            Session {
+                slot: slot_id,
+                rw,
+                generation,
+                find: None,
+                op: None,
+            },
+        );
+        Ok(h)
     }
-    pub fn close_session(&self, session: CK_SESSION_HANDLE) -> Result<()> {
-        unsupported()
+
+    /// C_CloseSession; the last session of a token logs it out.
+    pub fn close_session(&self, h: CK_SESSION_HANDLE) -> Result<()> {
+        let slot_id = self.with_session(h, |s| Ok(s.slot))?;
+        self.drop_session(h);
+        let others = self.sessions.lock().values().any(|s| s.slot == slot_id);
+        if !others {
+            let slot = self.slot(slot_id)?;
+            self.logout_slot(&slot);
+        }
+        Ok(())
     }
-    pub fn close_all_sessions(&self, slot: CK_SLOT_ID) -> Result<()> {
-        unsupported()
+
+    /// C_CloseAllSessions.
+    pub fn close_all_sessions(&self, slot_id: CK_SLOT_ID) -> Result<()> {
+        let slot = self.slot(slot_id)?;
+        let mine: Vec<_> = self
+            .sessions
+            .lock()
+            .iter()
+            .filter(|(_, s)| s.slot == slot_id)
+            .map(|(h, _)| *h)
+            .collect();
+        for h in mine {
+            self.drop_session(h);
+        }
+        self.logout_slot(&slot);
+        Ok(())
     }
-    pub fn session_info(&self, session: CK_SESSION_HANDLE) -> Result<CK_SESSION_INFO> {
-        unsupported()
+
+    fn logout_slot(&self, slot: &Slot) {
+        self.so_puk.lock().remove(&slot.id);
+        let mut state = slot.state.lock();
+        if state.login != Login::Public {
+            state.login = Login::Public;
+            let ctx = self.pcsc.lock();
+            // VERIFY P1=FF drops the card's PIN verification (SP 800-73-4 part 2 §3.2.1).
+            let _ = state.transact(&slot.source, ctx.as_ref(), false, |ch, _| {
+                let cmd = crate::card::Command::new(0x20, 0xFF, piv::key_ref::PIN).with_le(None);
+                crate::card::exchange(ch, &cmd).map(|_| ())
+            });
+        }
     }
-    pub fn login(&self, session: CK_SESSION_HANDLE, user: CK_USER_TYPE, pin: &[u8]) -> Result<()> {
-        unsupported()
+
+    /// C_GetSessionInfo.
+    pub fn session_info(&self, h: CK_SESSION_HANDLE) -> Result<CK_SESSION_INFO> {
+        let (slot, rw) = self.session_slot(h)?;
+        let login = slot.state.lock().login;
+        let state = match (login, rw) {
+            (Login::Public, false) => CKS_RO_PUBLIC_SESSION,
+            (Login::Public, true) => CKS_RW_PUBLIC_SESSION,
+            (Login::User, false) => CKS_RO_USER_FUNCTIONS,
+            (Login::User, true) => CKS_RW_USER_FUNCTIONS,
+            (Login::So, _) => CKS_RW_SO_FUNCTIONS,
+        };
+        Ok(CK_SESSION_INFO {
+            slotID: slot.id,
+            state,
+            flags: CKF_SERIAL_SESSION | if rw { CKF_RW_SESSION } else { 0 },
+            ulDeviceError: 0,
+        })
     }
-    pub fn logout(&self, session: CK_SESSION_HANDLE) -> Result<()> {
-        unsupported()
+
+    /// C_Login.
+    pub fn login(&self, h: CK_SESSION_HANDLE, user: CK_USER_TYPE, pin: &[u8]) -> Result<()> {
+        let (slot, _) = self.session_slot(h)?;
+        match user {
+            CKU_USER => self.login_user(&slot, pin),
+            CKU_SO => {
+                let ro_exists = self
+                    .sessions
+                    .lock()
+                    .values()
+                    .any(|s| s.slot == slot.id && !s.rw);
+                if ro_exists {
+                    return err(CKR_SESSION_READ_ONLY_EXISTS);
+                }
+                self.login_so(&slot, pin)
+            }
+            CKU_CONTEXT_SPECIFIC => self.login_context(h, &slot, pin),
+            _ => err(CKR_USER_TYPE_INVALID),
+        }
     }
-    pub fn init_pin(&self, session: CK_SESSION_HANDLE, pin: &[u8]) -> Result<()> {
-        unsupported()
+
+    fn login_user(&self, slot: &Slot, pin: &[u8]) -> Result<()> {
+        self.with_card(slot, |state, ctx| {
+            match state.login {
+                Login::User => return err(CKR_USER_ALREADY_LOGGED_IN),
+                Login::So => return err(CKR_USER_ANOTHER_ALREADY_LOGGED_IN),
+                Login::Public => {}
+            }
+            check_pin_format(pin)?;
+            let status = state.transact(&slot.source, ctx, false, |ch, card| {
+                let status = piv::verify_pin(ch, Some(pin))?;
+                card.pin.record(status);
+                Ok(status)
+            })?;
+            if status == PinStatus::Verified {
+                state.login = Login::User;
+                Ok(())
+            } else {
+                Err(pin_error(status))
+            }
+        })
     }
-    pub fn set_pin(&self, session: CK_SESSION_HANDLE, old: &[u8], new: &[u8]) -> Result<()> {
-        unsupported()
+
+    fn login_so(&self, slot: &Slot, puk: &[u8]) -> Result<()> {
+        self.with_card(slot, |state, ctx| {
+            match state.login {
+                Login::So => return err(CKR_USER_ALREADY_LOGGED_IN),
+                Login::User => return err(CKR_USER_ANOTHER_ALREADY_LOGGED_IN),
+                Login::Public => {}
+            }
+            check_pin_format(puk)?;
+            // PIV cannot VERIFY the PUK: changing it to itself proves it (a wrong one spends a
+            // PUK try, as a wrong login should).
+            let status = state.transact(&slot.source, ctx, false, |ch, card| {
+                let status = piv::admin::change_reference(ch, piv::key_ref::PUK, puk, puk)?;
+                card.puk.record(status);
+                Ok(status)
+            })?;
+            if status == PinStatus::Verified {
+                state.login = Login::So;
+                self.so_puk
+                    .lock()
+                    .insert(slot.id, Zeroizing::new(puk.to_vec()));
+                Ok(())
+            } else {
+                Err(pin_error(status))
+            }
+        })
     }
-    pub fn create_object(
-        &self,
-        session: CK_SESSION_HANDLE,
-        template: &[Attr],
-    ) -> Result<CK_OBJECT_HANDLE> {
-        unsupported()
+
+    fn login_context(&self, h: CK_SESSION_HANDLE, slot: &Slot, pin: &[u8]) -> Result<()> {
+        let wants =
+            self.with_session(h, |s| Ok(s.op.as_ref().map(Operation::wants_context_login)))?;
+        match wants {
+            None => return err(CKR_OPERATION_NOT_INITIALIZED),
+            Some(false) => return err(CKR_OPERATION_NOT_INITIALIZED),
+            Some(true) => {}
+        }
+        self.with_card(slot, |state, ctx| {
+            if state.login != Login::User {
+                return err(CKR_USER_NOT_LOGGED_IN);
+            }
+            check_pin_format(pin)?;
+            let status = state.transact(&slot.source, ctx, true, |ch, card| {
+                let status = piv::verify_pin(ch, Some(pin))?;
+                card.pin.record(status);
+                Ok(status)
+            })?;
+            if status != PinStatus::Verified {
+                return Err(pin_error(status));
+            }
+            Ok(())
+        })?;
+        // The signature itself repeats VERIFY in the same transaction as GENERAL AUTHENTICATE,
+        // so that no other command can come between them and spend the verification.
+        self.with_session(h, |s| {
+            if let Some(op) = s.op.as_mut() {
+                op.set_context_pin(Zeroizing::new(pin.to_vec()));
+            }
+            Ok(())
+        })
     }
-    pub fn destroy_object(
-        &self,
-        session: CK_SESSION_HANDLE,
-        object: CK_OBJECT_HANDLE,
-    ) -> Result<()> {
-        unsupported()
+
+    /// C_Logout.
+    pub fn logout(&self, h: CK_SESSION_HANDLE) -> Result<()> {
+        let (slot, _) = self.session_slot(h)?;
+        if slot.state.lock().login == Login::Public {
+            return err(CKR_USER_NOT_LOGGED_IN);
+        }
+        self.logout_slot(&slot);
+        Ok(())
     }
-    pub fn object_size(
-        &self,
-        session: CK_SESSION_HANDLE,
-        object: CK_OBJECT_HANDLE,
-    ) -> Result<CK_ULONG> {
-        unsupported()
+
+    /// C_InitPIN in an SO session: RESET RETRY COUNTER with the SO's PUK and the new PIN.
+    pub fn init_pin(&self, h: CK_SESSION_HANDLE, new_pin: &[u8]) -> Result<()> {
+        let (slot, rw) = self.session_slot(h)?;
+        if !rw {
+            return err(CKR_SESSION_READ_ONLY);
+        }
+        check_pin_format(new_pin)?;
+        self.with_card(&slot, |state, ctx| {
+            if state.login != Login::So {
+                return err(CKR_USER_NOT_LOGGED_IN);
+            }
+            let puk = self
+                .so_puk
+                .lock()
+                .get(&slot.id)
+                .cloned()
+                .ok_or(Error::new(CKR_USER_NOT_LOGGED_IN))?;
+            let status = state.transact(&slot.source, ctx, true, |ch, card| {
+                let status = piv::admin::reset_retry_counter(ch, &puk, new_pin)?;
+                card.puk.record(status);
+                if status == PinStatus::Verified {
+                    card.pin.tries_left = card.pin.total;
+                    card.pin.is_default = new_pin == b"123456";
+                }
+                Ok(status)
+            })?;
+            if status == PinStatus::Verified {
+                Ok(())
+            } else {
+                Err(pin_error(status))
+            }
+        })
     }
-    /// One answer per requested type, in order.
+
+    /// C_SetPIN: the PIN in a user or public session, the PUK in an SO session.
+    pub fn set_pin(&self, h: CK_SESSION_HANDLE, old: &[u8], new: &[u8]) -> Result<()> {
+        let (slot, rw) = self.session_slot(h)?;
+        if !rw {
+            return err(CKR_SESSION_READ_ONLY);
+        }
+        check_pin_format(old)?;
+        check_pin_format(new)?;
+        self.with_card(&slot, |state, ctx| {
+            let so = state.login == Login::So;
+            let reference = if so {
+                piv::key_ref::PUK
+            } else {
+                piv::key_ref::PIN
+            };
+            let status = state.transact(&slot.source, ctx, false, |ch, card| {
+                let status = piv::admin::change_reference(ch, reference, old, new)?;
+                let counter = if so { &mut card.puk } else { &mut card.pin };
+                counter.record(status);
+                if status == PinStatus::Verified {
+                    counter.is_default = new == if so { &b"12345678"[..] } else { &b"123456"[..] };
+                }
+                Ok(status)
+            })?;
+            if status != PinStatus::Verified {
+                return Err(pin_error(status));
+            }
+            if so {
+                self.so_puk
+                    .lock()
+                    .insert(slot.id, Zeroizing::new(new.to_vec()));
+            }
+            Ok(())
+        })
+    }
+
+    // ---- objects -----------------------------------------------------------------------------
+
+    /// C_FindObjectsInit.
+    pub fn find_init(&self, h: CK_SESSION_HANDLE, template: &[Attr]) -> Result<()> {
+        let (slot, _) = self.session_slot(h)?;
+        self.with_session(h, |s| {
+            if s.find.is_some() {
+                err(CKR_OPERATION_ACTIVE)
+            } else {
+                Ok(())
+            }
+        })?;
+        let mut found = Vec::new();
+        self.with_card(&slot, |state, _| {
+            let login = state.login;
+            let card = state
+                .card
+                .as_ref()
+                .ok_or(Error::new(CKR_TOKEN_NOT_PRESENT))?;
+            for id in objects::object_ids(&card.contents.entries) {
+                let entry = id.slot().and_then(|s| card.contents.entry(s));
+                if objects::is_private(id, entry) && login != Login::User {
+                    continue;
+                }
+                let matches = template
+                    .iter()
+                    .all(|a| match objects::attribute(id, entry, a.ty) {
+                        AttrAnswer::Value(v) => v == *a.value,
+                        _ => false,
+                    });
+                if matches {
+                    found.push(Handle::Token(slot.id, id));
+                }
+            }
+            Ok(())
+        })?;
+        let mut handles: Vec<CK_OBJECT_HANDLE> = {
+            let mut table = self.handles.lock();
+            found.into_iter().map(|f| table.handle(f)).collect()
+        };
+        for (n, (owner, obj)) in self.session_objects.lock().iter() {
+            if *owner == h
+                && template
+                    .iter()
+                    .all(|a| obj.attributes.get(&a.ty).is_some_and(|v| **v == *a.value))
+            {
+                handles.push(*n);
+            }
+        }
+        self.with_session(h, |s| {
+            s.find = Some(handles.into());
+            Ok(())
+        })
+    }
+
+    /// C_FindObjects.
+    pub fn find(&self, h: CK_SESSION_HANDLE, max: usize) -> Result<Vec<CK_OBJECT_HANDLE>> {
+        self.session_slot(h)?;
+        self.with_session(h, |s| {
+            let pending = s
+                .find
+                .as_mut()
+                .ok_or(Error::new(CKR_OPERATION_NOT_INITIALIZED))?;
+            let n = max.min(pending.len());
+            Ok(pending.drain(..n).collect())
+        })
+    }
+
+    /// C_FindObjectsFinal.
+    pub fn find_final(&self, h: CK_SESSION_HANDLE) -> Result<()> {
+        self.session_slot(h)?;
+        self.with_session(h, |s| {
+            s.find
+                .take()
+                .map(|_| ())
+                .ok_or(Error::new(CKR_OPERATION_NOT_INITIALIZED))
+        })
+    }
+
+    /// C_GetAttributeValue: one answer per requested type.
     pub fn get_attributes(
         &self,
-        session: CK_SESSION_HANDLE,
+        h: CK_SESSION_HANDLE,
         object: CK_OBJECT_HANDLE,
         types: &[CK_ATTRIBUTE_TYPE],
     ) -> Result<Vec<AttrAnswer>> {
-        unsupported()
+        let (slot, _) = self.session_slot(h)?;
+        if let Some((owner, obj)) = self.session_objects.lock().get(&object) {
+            if *owner != h {
+                return err(CKR_OBJECT_HANDLE_INVALID);
+            }
+            return Ok(types
+                .iter()
+                .map(|t| match obj.attributes.get(t) {
+                    Some(_) if obj.sensitive && *t == CKA_VALUE => AttrAnswer::Sensitive,
+                    Some(v) => AttrAnswer::Value(v.to_vec()),
+                    None => AttrAnswer::Invalid,
+                })
+                .collect());
+        }
+        let (id, entry) = self.resolve(&slot, object, CKR_OBJECT_HANDLE_INVALID)?;
+        Ok(types
+            .iter()
+            .map(|t| objects::attribute(id, entry.as_ref(), *t))
+            .collect())
     }
+
+    /// C_GetObjectSize.
+    pub fn object_size(&self, h: CK_SESSION_HANDLE, object: CK_OBJECT_HANDLE) -> Result<CK_ULONG> {
+        let answers = self.get_attributes(h, object, &[CKA_VALUE])?;
+        Ok(match answers.first() {
+            Some(AttrAnswer::Value(v)) => v.len() as CK_ULONG,
+            _ => CK_UNAVAILABLE_INFORMATION,
+        })
+    }
+
+    /// C_SetAttributeValue: token objects are read-only; setting a value to what it already
+    /// is succeeds (NSS does that with labels).
     pub fn set_attributes(
         &self,
-        session: CK_SESSION_HANDLE,
+        h: CK_SESSION_HANDLE,
         object: CK_OBJECT_HANDLE,
         template: &[Attr],
     ) -> Result<()> {
-        unsupported()
+        let current = self.get_attributes(
+            h,
+            object,
+            &template.iter().map(|a| a.ty).collect::<Vec<_>>(),
+        )?;
+        for (a, cur) in template.iter().zip(current) {
+            match cur {
+                AttrAnswer::Value(v) if v == *a.value => {}
+                AttrAnswer::Invalid => return err(CKR_ATTRIBUTE_TYPE_INVALID),
+                _ => return err(CKR_ATTRIBUTE_READ_ONLY),
+            }
+        }
+        Ok(())
     }
-    pub fn find_init(&self, session: CK_SESSION_HANDLE, template: &[Attr]) -> Result<()> {
-        unsupported()
-    }
-    pub fn find(&self, session: CK_SESSION_HANDLE, max: usize) -> Result<Vec<CK_OBJECT_HANDLE>> {
-        unsupported()
-    }
-    pub fn find_final(&self, session: CK_SESSION_HANDLE) -> Result<()> {
-        unsupported()
-    }
-    pub fn digest_init(&self, session: CK_SESSION_HANDLE, mech: &Mechanism) -> Result<()> {
-        unsupported()
-    }
-    pub fn digest(
+
+    /// C_CreateObject: certificates and private keys go to the card.
+    pub fn create_object(
         &self,
-        session: CK_SESSION_HANDLE,
-        data: &[u8],
-        out: OutBuf<'_>,
-    ) -> Result<usize> {
-        unsupported()
+        h: CK_SESSION_HANDLE,
+        template: &[Attr],
+    ) -> Result<CK_OBJECT_HANDLE> {
+        let (slot, rw) = self.session_slot(h)?;
+        if !rw {
+            return err(CKR_SESSION_READ_ONLY);
+        }
+        let id = self.with_card(&slot, |state, ctx| {
+            super::write::create(&slot.source, state, ctx, template)
+        })?;
+        Ok(self.handles.lock().handle(Handle::Token(slot.id, id)))
     }
-    pub fn digest_update(&self, session: CK_SESSION_HANDLE, data: &[u8]) -> Result<()> {
-        unsupported()
+
+    /// C_DestroyObject.
+    pub fn destroy_object(&self, h: CK_SESSION_HANDLE, object: CK_OBJECT_HANDLE) -> Result<()> {
+        let (slot, rw) = self.session_slot(h)?;
+        if self.session_objects.lock().remove(&object).is_some() {
+            self.handles.lock().forget(object);
+            return Ok(());
+        }
+        if !rw {
+            return err(CKR_SESSION_READ_ONLY);
+        }
+        let (id, _) = self.resolve(&slot, object, CKR_OBJECT_HANDLE_INVALID)?;
+        self.with_card(&slot, |state, ctx| {
+            super::write::destroy(&slot.source, state, ctx, id)
+        })
     }
-    pub fn digest_final(&self, session: CK_SESSION_HANDLE, out: OutBuf<'_>) -> Result<usize> {
-        unsupported()
-    }
-    pub fn sign_init(
-        &self,
-        session: CK_SESSION_HANDLE,
-        mech: &Mechanism,
-        key: CK_OBJECT_HANDLE,
-    ) -> Result<()> {
-        unsupported()
-    }
-    pub fn sign(&self, session: CK_SESSION_HANDLE, data: &[u8], out: OutBuf<'_>) -> Result<usize> {
-        unsupported()
-    }
-    pub fn sign_update(&self, session: CK_SESSION_HANDLE, data: &[u8]) -> Result<()> {
-        unsupported()
-    }
-    pub fn sign_final(&self, session: CK_SESSION_HANDLE, out: OutBuf<'_>) -> Result<usize> {
-        unsupported()
-    }
-    pub fn verify_init(
-        &self,
-        session: CK_SESSION_HANDLE,
-        mech: &Mechanism,
-        key: CK_OBJECT_HANDLE,
-    ) -> Result<()> {
-        unsupported()
-    }
-    pub fn verify(&self, session: CK_SESSION_HANDLE, data: &[u8], signature: &[u8]) -> Result<()> {
-        unsupported()
-    }
-    pub fn verify_update(&self, session: CK_SESSION_HANDLE, data: &[u8]) -> Result<()> {
-        unsupported()
-    }
-    pub fn verify_final(&self, session: CK_SESSION_HANDLE, signature: &[u8]) -> Result<()> {
-        unsupported()
-    }
-    pub fn encrypt_init(
-        &self,
-        session: CK_SESSION_HANDLE,
-        mech: &Mechanism,
-        key: CK_OBJECT_HANDLE,
-    ) -> Result<()> {
-        unsupported()
-    }
-    pub fn encrypt(
-        &self,
-        session: CK_SESSION_HANDLE,
-        data: &[u8],
-        out: OutBuf<'_>,
-    ) -> Result<usize> {
-        unsupported()
-    }
-    pub fn decrypt_init(
-        &self,
-        session: CK_SESSION_HANDLE,
-        mech: &Mechanism,
-        key: CK_OBJECT_HANDLE,
-    ) -> Result<()> {
-        unsupported()
-    }
-    pub fn decrypt(
-        &self,
-        session: CK_SESSION_HANDLE,
-        data: &[u8],
-        out: OutBuf<'_>,
-    ) -> Result<usize> {
-        unsupported()
-    }
+
+    /// C_GenerateKeyPair on the card.
     pub fn generate_key_pair(
         &self,
-        session: CK_SESSION_HANDLE,
+        h: CK_SESSION_HANDLE,
         mech: &Mechanism,
         public_template: &[Attr],
         private_template: &[Attr],
     ) -> Result<(CK_OBJECT_HANDLE, CK_OBJECT_HANDLE)> {
-        unsupported()
+        let (slot, rw) = self.session_slot(h)?;
+        if !rw {
+            return err(CKR_SESSION_READ_ONLY);
+        }
+        let key_slot = self.with_card(&slot, |state, ctx| {
+            super::write::generate(
+                &slot.source,
+                state,
+                ctx,
+                mech,
+                public_template,
+                private_template,
+            )
+        })?;
+        let mut handles = self.handles.lock();
+        Ok((
+            handles.handle(Handle::Token(slot.id, ObjectId::PublicKey(key_slot))),
+            handles.handle(Handle::Token(slot.id, ObjectId::PrivateKey(key_slot))),
+        ))
     }
+
+    // ---- cryptographic operations ------------------------------------------------------------
+
+    /// C_DigestInit.
+    pub fn digest_init(&self, h: CK_SESSION_HANDLE, mech: &Mechanism) -> Result<()> {
+        self.session_slot(h)?;
+        self.start_op(h, Operation::Digest(Digester::new(mech.ty)?))
+    }
+
+    /// C_Digest.
+    pub fn digest(&self, h: CK_SESSION_HANDLE, data: &[u8], out: OutBuf<'_>) -> Result<usize> {
+        self.session_slot(h)?;
+        let op = self.take_op(h)?;
+        let Operation::Digest(mut d) = op else {
+            self.put_op(h, op);
+            return err(CKR_OPERATION_NOT_INITIALIZED);
+        };
+        match &out {
+            OutBuf::Query => {
+                let n = d.output_len();
+                self.put_op(h, Operation::Digest(d));
+                return Ok(n);
+            }
+            OutBuf::Into(buf) if buf.len() < d.output_len() => {
+                let n = d.output_len();
+                self.put_op(h, Operation::Digest(d));
+                return Err(Error::buffer_too_small(n));
+            }
+            OutBuf::Into(_) => {}
+        }
+        d.update(data);
+        deliver(&d.finalize(), out)
+    }
+
+    /// C_DigestUpdate.
+    pub fn digest_update(&self, h: CK_SESSION_HANDLE, data: &[u8]) -> Result<()> {
+        self.session_slot(h)?;
+        self.with_session(h, |s| match s.op.as_mut() {
+            Some(Operation::Digest(d)) => {
+                d.update(data);
+                Ok(())
+            }
+            _ => err(CKR_OPERATION_NOT_INITIALIZED),
+        })
+    }
+
+    /// C_DigestFinal.
+    pub fn digest_final(&self, h: CK_SESSION_HANDLE, out: OutBuf<'_>) -> Result<usize> {
+        self.digest(h, &[], out)
+    }
+
+    fn card_key(
+        &self,
+        slot: &Slot,
+        key: CK_OBJECT_HANDLE,
+        wanted: fn(&objects::Usage) -> bool,
+    ) -> Result<(CardKey, KeyEntry)> {
+        let (id, entry) = self.resolve(slot, key, CKR_KEY_HANDLE_INVALID)?;
+        let (ObjectId::PrivateKey(_), Some(entry)) = (id, entry) else {
+            return err(CKR_KEY_TYPE_INCONSISTENT);
+        };
+        if !wanted(&entry.usage()) {
+            return err(CKR_KEY_FUNCTION_NOT_PERMITTED);
+        }
+        if entry.private_key_is_private() && slot.state.lock().login != Login::User {
+            return err(CKR_USER_NOT_LOGGED_IN);
+        }
+        Ok((
+            CardKey {
+                slot: entry.slot,
+                algorithm: entry.algorithm,
+                always_authenticate: entry.always_authenticate(),
+            },
+            entry,
+        ))
+    }
+
+    fn public_key(
+        &self,
+        slot: &Slot,
+        key: CK_OBJECT_HANDLE,
+        wanted: fn(&objects::Usage) -> bool,
+    ) -> Result<KeyEntry> {
+        let (id, entry) = self.resolve(slot, key, CKR_KEY_HANDLE_INVALID)?;
+        let (ObjectId::PublicKey(_), Some(entry)) = (id, entry) else {
+            return err(CKR_KEY_TYPE_INCONSISTENT);
+        };
+        if !wanted(&entry.usage()) {
+            return err(CKR_KEY_FUNCTION_NOT_PERMITTED);
+        }
+        Ok(entry)
+    }
+
+    /// C_SignInit.
+    pub fn sign_init(
+        &self,
+        h: CK_SESSION_HANDLE,
+        mech: &Mechanism,
+        key: CK_OBJECT_HANDLE,
+    ) -> Result<()> {
+        let (slot, _) = self.session_slot(h)?;
+        let (card_key, entry) = self.card_key(&slot, key, |u| u.sign)?;
+        let op = SignOp::new(mech, entry.public_key.key_info())?;
+        self.start_op(
+            h,
+            Operation::Sign {
+                op,
+                key: card_key,
+                context_pin: None,
+            },
+        )
+    }
+
+    /// C_Sign.
+    pub fn sign(&self, h: CK_SESSION_HANDLE, data: &[u8], out: OutBuf<'_>) -> Result<usize> {
+        self.sign_finish(h, Some(data), out)
+    }
+
+    /// C_SignUpdate.
+    pub fn sign_update(&self, h: CK_SESSION_HANDLE, data: &[u8]) -> Result<()> {
+        self.session_slot(h)?;
+        let r = self.with_session(h, |s| match s.op.as_mut() {
+            Some(Operation::Sign { op, .. }) => op.update(data),
+            _ => err(CKR_OPERATION_NOT_INITIALIZED),
+        });
+        if let Err(e) = r {
+            if e.rv() != CKR_OPERATION_NOT_INITIALIZED {
+                let _ = self.take_op(h);
+            }
+        }
+        r
+    }
+
+    /// C_SignFinal.
+    pub fn sign_final(&self, h: CK_SESSION_HANDLE, out: OutBuf<'_>) -> Result<usize> {
+        self.sign_finish(h, None, out)
+    }
+
+    fn sign_finish(
+        &self,
+        h: CK_SESSION_HANDLE,
+        data: Option<&[u8]>,
+        out: OutBuf<'_>,
+    ) -> Result<usize> {
+        let (slot, _) = self.session_slot(h)?;
+        let op = self.take_op(h)?;
+        let Operation::Sign {
+            mut op,
+            key,
+            context_pin,
+        } = op
+        else {
+            self.put_op(h, op);
+            return err(CKR_OPERATION_NOT_INITIALIZED);
+        };
+        let len = op.signature_len();
+        let too_small = matches!(&out, OutBuf::Into(b) if b.len() < len);
+        if matches!(out, OutBuf::Query) || too_small {
+            self.put_op(
+                h,
+                Operation::Sign {
+                    op,
+                    key,
+                    context_pin,
+                },
+            );
+            return if too_small {
+                Err(Error::buffer_too_small(len))
+            } else {
+                Ok(len)
+            };
+        }
+        if let Some(d) = data {
+            op.update(d)?;
+        }
+        let input = op.card_input()?;
+        if key.always_authenticate && context_pin.is_none() {
+            return err(CKR_USER_NOT_LOGGED_IN);
+        }
+        let raw = self.with_card(&slot, |state, ctx| {
+            state.transact(&slot.source, ctx, true, |ch, card| {
+                if let Some(pin) = &context_pin {
+                    let status = piv::verify_pin(ch, Some(pin))?;
+                    card.pin.record(status);
+                }
+                piv::keys::private_operation(ch, key.slot, key.algorithm, &input)
+            })
+        })?;
+        let signature = op.finish(&raw)?;
+        deliver(&signature, out)
+    }
+
+    /// C_VerifyInit (on the host, with the public key).
+    pub fn verify_init(
+        &self,
+        h: CK_SESSION_HANDLE,
+        mech: &Mechanism,
+        key: CK_OBJECT_HANDLE,
+    ) -> Result<()> {
+        let (slot, _) = self.session_slot(h)?;
+        let entry = self.public_key(&slot, key, |u| u.sign)?;
+        let op = VerifyOp::new(mech, entry.public_key.key_info())?;
+        self.start_op(
+            h,
+            Operation::Verify {
+                op,
+                key: entry.public_key,
+            },
+        )
+    }
+
+    /// C_Verify.
+    pub fn verify(&self, h: CK_SESSION_HANDLE, data: &[u8], signature: &[u8]) -> Result<()> {
+        self.session_slot(h)?;
+        match self.take_op(h)? {
+            Operation::Verify { mut op, key } => {
+                op.update(data)?;
+                op.verify(&key, signature)
+            }
+            other => {
+                self.put_op(h, other);
+                err(CKR_OPERATION_NOT_INITIALIZED)
+            }
+        }
+    }
+
+    /// C_VerifyUpdate.
+    pub fn verify_update(&self, h: CK_SESSION_HANDLE, data: &[u8]) -> Result<()> {
+        self.session_slot(h)?;
+        self.with_session(h, |s| match s.op.as_mut() {
+            Some(Operation::Verify { op, .. }) => op.update(data),
+            _ => err(CKR_OPERATION_NOT_INITIALIZED),
+        })
+    }
+
+    /// C_VerifyFinal.
+    pub fn verify_final(&self, h: CK_SESSION_HANDLE, signature: &[u8]) -> Result<()> {
+        self.verify(h, &[], signature)
+    }
+
+    /// C_EncryptInit (on the host, with the public key).
+    pub fn encrypt_init(
+        &self,
+        h: CK_SESSION_HANDLE,
+        mech: &Mechanism,
+        key: CK_OBJECT_HANDLE,
+    ) -> Result<()> {
+        let (slot, _) = self.session_slot(h)?;
+        let entry = self.public_key(&slot, key, |u| u.decrypt)?;
+        mechanism::check_params(mech, &entry.public_key.key_info())?;
+        self.start_op(
+            h,
+            Operation::Encrypt {
+                mech: mech.clone(),
+                key: entry.public_key,
+                pending: None,
+            },
+        )
+    }
+
+    /// C_Encrypt.
+    pub fn encrypt(&self, h: CK_SESSION_HANDLE, data: &[u8], out: OutBuf<'_>) -> Result<usize> {
+        self.session_slot(h)?;
+        let op = self.take_op(h)?;
+        let Operation::Encrypt { mech, key, pending } = op else {
+            self.put_op(h, op);
+            return err(CKR_OPERATION_NOT_INITIALIZED);
+        };
+        let result = match pending {
+            Some(p) => p,
+            None => mechanism::encrypt(&mech, &key, data)?,
+        };
+        let query = matches!(out, OutBuf::Query);
+        match deliver(&result, out) {
+            // Delivered: the operation ends.
+            Ok(n) if !query => Ok(n),
+            // Length query or buffer too small: keep the result for the next call.
+            other => {
+                self.put_op(
+                    h,
+                    Operation::Encrypt {
+                        mech,
+                        key,
+                        pending: Some(result),
+                    },
+                );
+                other
+            }
+        }
+    }
+
+    /// C_DecryptInit.
+    pub fn decrypt_init(
+        &self,
+        h: CK_SESSION_HANDLE,
+        mech: &Mechanism,
+        key: CK_OBJECT_HANDLE,
+    ) -> Result<()> {
+        let (slot, _) = self.session_slot(h)?;
+        let (card_key, entry) = self.card_key(&slot, key, |u| u.decrypt)?;
+        mechanism::check_params(mech, &entry.public_key.key_info())?;
+        self.start_op(
+            h,
+            Operation::Decrypt {
+                mech: mech.clone(),
+                key: card_key,
+                context_pin: None,
+                pending: None,
+            },
+        )
+    }
+
+    /// C_Decrypt: the card's raw RSA operation, unpadded on the host.
+    pub fn decrypt(&self, h: CK_SESSION_HANDLE, data: &[u8], out: OutBuf<'_>) -> Result<usize> {
+        let (slot, _) = self.session_slot(h)?;
+        let op = self.take_op(h)?;
+        let Operation::Decrypt {
+            mech,
+            key,
+            context_pin,
+            pending,
+        } = op
+        else {
+            self.put_op(h, op);
+            return err(CKR_OPERATION_NOT_INITIALIZED);
+        };
+        let k = key.algorithm.size_bytes();
+        let plain = match pending {
+            Some(p) => p,
+            None => {
+                if matches!(out, OutBuf::Query) {
+                    self.put_op(
+                        h,
+                        Operation::Decrypt {
+                            mech,
+                            key,
+                            context_pin,
+                            pending: None,
+                        },
+                    );
+                    return Ok(k);
+                }
+                mechanism::check_ciphertext_len(&mech, k, data.len())?;
+                if key.always_authenticate && context_pin.is_none() {
+                    return err(CKR_USER_NOT_LOGGED_IN);
+                }
+                let raw = self.with_card(&slot, |state, ctx| {
+                    state.transact(&slot.source, ctx, true, |ch, card| {
+                        if let Some(pin) = &context_pin {
+                            card.pin.record(piv::verify_pin(ch, Some(pin))?);
+                        }
+                        piv::keys::private_operation(ch, key.slot, key.algorithm, data)
+                    })
+                })?;
+                mechanism::decrypt_unpad(&mech, k, &raw)?
+            }
+        };
+        match deliver(&plain, out) {
+            Err(e) => {
+                self.put_op(
+                    h,
+                    Operation::Decrypt {
+                        mech,
+                        key,
+                        context_pin: None,
+                        pending: Some(plain),
+                    },
+                );
+                Err(e)
+            }
+            Ok(n) => Ok(n),
+        }
+    }
+
+    /// C_DeriveKey with ECDH1_DERIVE: the card computes the shared secret, which becomes a
+    /// session object.
     pub fn derive_key(
         &self,
-        session: CK_SESSION_HANDLE,
+        h: CK_SESSION_HANDLE,
         mech: &Mechanism,
         base: CK_OBJECT_HANDLE,
         template: &[Attr],
     ) -> Result<CK_OBJECT_HANDLE> {
-        unsupported()
+        let (slot, _) = self.session_slot(h)?;
+        if mech.ty != CKM_ECDH1_DERIVE {
+            return err(CKR_MECHANISM_INVALID);
+        }
+        let (key, entry) = self.card_key(&slot, base, |u| u.derive)?;
+        let mechanism::KeyInfo::Ec { curve } = entry.public_key.key_info() else {
+            return err(CKR_KEY_TYPE_INCONSISTENT);
+        };
+        let point = mechanism::ecdh_peer_point(&mech.param, curve)?;
+        let value_len = attr::find_ulong(template, CKA_VALUE_LEN)?.map(|v| v as usize);
+        let x = self.with_card(&slot, |state, ctx| {
+            state.transact(&slot.source, ctx, true, |ch, _| {
+                piv::keys::key_agreement(ch, key.slot, key.algorithm, &point)
+            })
+        })?;
+        let value = mechanism::derived_value(&x, value_len)?;
+        let mut attributes = BTreeMap::new();
+        for a in template {
+            attributes.insert(a.ty, a.value.clone());
+        }
+        let sensitive = attr::find_bool(template, CKA_SENSITIVE)?.unwrap_or(false)
+            || !attr::find_bool(template, CKA_EXTRACTABLE)?.unwrap_or(true);
+        attributes
+            .entry(CKA_CLASS)
+            .or_insert_with(|| Zeroizing::new(attr::ulong(CKO_SECRET_KEY)));
+        attributes
+            .entry(CKA_KEY_TYPE)
+            .or_insert_with(|| Zeroizing::new(attr::ulong(CKK_GENERIC_SECRET)));
+        attributes.insert(
+            CKA_VALUE_LEN,
+            Zeroizing::new(attr::ulong(value.len() as CK_ULONG)),
+        );
+        attributes.insert(CKA_TOKEN, Zeroizing::new(attr::bool(false)));
+        attributes.insert(CKA_SENSITIVE, Zeroizing::new(attr::bool(sensitive)));
+        attributes.insert(CKA_EXTRACTABLE, Zeroizing::new(attr::bool(!sensitive)));
+        attributes.insert(CKA_VALUE, Zeroizing::new(value.to_vec()));
+        let fresh = self.handles.lock().fresh();
+        self.session_objects.lock().insert(
+            fresh,
+            (
+                h,
+                SessionObject {
+                    attributes,
+                    sensitive,
+                },
+            ),
+        );
+        Ok(fresh)
     }
-    pub fn generate_random(&self, session: CK_SESSION_HANDLE, out: &mut [u8]) -> Result<()> {
-        unsupported()
+
+    /// C_GenerateRandom (from the operating system's generator).
+    pub fn generate_random(&self, h: CK_SESSION_HANDLE, out: &mut [u8]) -> Result<()> {
+        self.session_slot(h)?;
+        rand::RngCore::try_fill_bytes(&mut rand::rngs::OsRng, out)
+            .map_err(|_| Error::new(CKR_FUNCTION_FAILED))
     }
 }

@@ -1,2 +1,306 @@
-//! Mechanisms: which ones the token offers, and the host-side halves of them. STUB: the
-//! mechanisms helper fills this in.
+//! Mechanisms: which ones the token offers (C_GetMechanismList/Info), whether a mechanism and
+//! its parameter fit a key, and the host-side halves of every operation. A PIV card only does
+//! raw RSA, ECDSA over a given hash and ECDH; hashing, padding, signature encoding, public-key
+//! verification and encryption happen here.
+//!
+//! This module knows nothing about sessions, objects or APDUs: the session layer
+//! (`token::library`) builds an operation from a [`Mechanism`] and a [`KeyInfo`], sends
+//! [`SignOp::card_input`] (or a ciphertext) to the applet, and hands the card's answer back.
+
+mod crypt;
+mod hash;
+mod keys;
+mod pad;
+mod sign;
+
+#[cfg(test)]
+mod tests;
+
+pub use crypt::{check_ciphertext_len, decrypt_unpad, derived_value, ecdh_peer_point, encrypt};
+pub use hash::{Digester, HashAlg};
+pub use keys::{Curve, KeyInfo, PublicKey};
+pub use sign::{SignOp, VerifyOp};
+
+use super::{Error, MechParam, Mechanism, Result};
+use cryptoki_sys::*;
+
+/// RSA key sizes the token offers, in bits (PIV: 2048, 3072, 4096).
+const RSA_BITS: (CK_ULONG, CK_ULONG) = (2048, 4096);
+/// EC key sizes the token offers, in bits (P-256 and P-384).
+const EC_BITS: (CK_ULONG, CK_ULONG) = (256, 384);
+/// Flags every EC mechanism carries: prime fields, curves named by OID, uncompressed points.
+const EC_FLAGS: CK_FLAGS = CKF_EC_F_P | CKF_EC_NAMEDCURVE | CKF_EC_UNCOMPRESS;
+
+static SUPPORTED: [CK_MECHANISM_TYPE; 28] = [
+    CKM_RSA_PKCS_KEY_PAIR_GEN,
+    CKM_RSA_PKCS,
+    CKM_RSA_X_509,
+    CKM_RSA_PKCS_OAEP,
+    CKM_RSA_PKCS_PSS,
+    CKM_SHA1_RSA_PKCS,
+    CKM_SHA224_RSA_PKCS,
+    CKM_SHA256_RSA_PKCS,
+    CKM_SHA384_RSA_PKCS,
+    CKM_SHA512_RSA_PKCS,
+    CKM_SHA1_RSA_PKCS_PSS,
+    CKM_SHA224_RSA_PKCS_PSS,
+    CKM_SHA256_RSA_PKCS_PSS,
+    CKM_SHA384_RSA_PKCS_PSS,
+    CKM_SHA512_RSA_PKCS_PSS,
+    CKM_EC_KEY_PAIR_GEN,
+    CKM_ECDSA,
+    CKM_ECDSA_SHA1,
+    CKM_ECDSA_SHA224,
+    CKM_ECDSA_SHA256,
+    CKM_ECDSA_SHA384,
+    CKM_ECDSA_SHA512,
+    CKM_ECDH1_DERIVE,
+    CKM_SHA_1,
+    CKM_SHA224,
+    CKM_SHA256,
+    CKM_SHA384,
+    CKM_SHA512,
+];
+
+/// Every mechanism the token offers, for C_GetMechanismList.
+pub fn supported() -> &'static [CK_MECHANISM_TYPE] {
+    &SUPPORTED
+}
+
+/// The mechanisms a key of this type can be used with (CKA_ALLOWED_MECHANISMS): every
+/// sign, verify, encrypt, decrypt or derive mechanism of its family.
+pub fn mechanisms_for_key(ec: bool) -> &'static [CK_MECHANISM_TYPE] {
+    static RSA: [CK_MECHANISM_TYPE; 14] = [
+        CKM_RSA_PKCS,
+        CKM_RSA_X_509,
+        CKM_RSA_PKCS_OAEP,
+        CKM_RSA_PKCS_PSS,
+        CKM_SHA1_RSA_PKCS,
+        CKM_SHA224_RSA_PKCS,
+        CKM_SHA256_RSA_PKCS,
+        CKM_SHA384_RSA_PKCS,
+        CKM_SHA512_RSA_PKCS,
+        CKM_SHA1_RSA_PKCS_PSS,
+        CKM_SHA224_RSA_PKCS_PSS,
+        CKM_SHA256_RSA_PKCS_PSS,
+        CKM_SHA384_RSA_PKCS_PSS,
+        CKM_SHA512_RSA_PKCS_PSS,
+    ];
+    static EC: [CK_MECHANISM_TYPE; 7] = [
+        CKM_ECDSA,
+        CKM_ECDSA_SHA1,
+        CKM_ECDSA_SHA224,
+        CKM_ECDSA_SHA256,
+        CKM_ECDSA_SHA384,
+        CKM_ECDSA_SHA512,
+        CKM_ECDH1_DERIVE,
+    ];
+    if ec {
+        &EC
+    } else {
+        &RSA
+    }
+}
+
+/// What a mechanism works on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Family {
+    Rsa,
+    Ec,
+    Digest,
+}
+
+/// The key family and the flags of a supported mechanism.
+fn entry(ty: CK_MECHANISM_TYPE) -> Option<(Family, CK_FLAGS)> {
+    const SIGN: CK_FLAGS = CKF_HW | CKF_SIGN | CKF_VERIFY;
+    const CRYPT: CK_FLAGS = CKF_HW | CKF_ENCRYPT | CKF_DECRYPT;
+    Some(match ty {
+        CKM_RSA_PKCS_KEY_PAIR_GEN => (Family::Rsa, CKF_HW | CKF_GENERATE_KEY_PAIR),
+        CKM_RSA_PKCS | CKM_RSA_X_509 => (Family::Rsa, SIGN | CRYPT),
+        CKM_RSA_PKCS_OAEP => (Family::Rsa, CRYPT),
+        CKM_RSA_PKCS_PSS
+        | CKM_SHA1_RSA_PKCS
+        | CKM_SHA224_RSA_PKCS
+        | CKM_SHA256_RSA_PKCS
+        | CKM_SHA384_RSA_PKCS
+        | CKM_SHA512_RSA_PKCS
+        | CKM_SHA1_RSA_PKCS_PSS
+        | CKM_SHA224_RSA_PKCS_PSS
+        | CKM_SHA256_RSA_PKCS_PSS
+        | CKM_SHA384_RSA_PKCS_PSS
+        | CKM_SHA512_RSA_PKCS_PSS => (Family::Rsa, SIGN),
+        CKM_EC_KEY_PAIR_GEN => (Family::Ec, CKF_HW | CKF_GENERATE_KEY_PAIR | EC_FLAGS),
+        CKM_ECDSA | CKM_ECDSA_SHA1 | CKM_ECDSA_SHA224 | CKM_ECDSA_SHA256 | CKM_ECDSA_SHA384
+        | CKM_ECDSA_SHA512 => (Family::Ec, SIGN | EC_FLAGS),
+        CKM_ECDH1_DERIVE => (Family::Ec, CKF_HW | CKF_DERIVE | EC_FLAGS),
+        CKM_SHA_1 | CKM_SHA224 | CKM_SHA256 | CKM_SHA384 | CKM_SHA512 => {
+            (Family::Digest, CKF_DIGEST)
+        }
+        _ => return None,
+    })
+}
+
+/// C_GetMechanismInfo for a supported mechanism; `None` → CKR_MECHANISM_INVALID.
+pub fn info(mech: CK_MECHANISM_TYPE) -> Option<CK_MECHANISM_INFO> {
+    let (family, flags) = entry(mech)?;
+    let (min, max) = match family {
+        Family::Rsa => RSA_BITS,
+        Family::Ec => EC_BITS,
+        Family::Digest => (0, 0),
+    };
+    Some(CK_MECHANISM_INFO {
+        ulMinKeySize: min,
+        ulMaxKeySize: max,
+        flags,
+    })
+}
+
+/// Whether `mech` is supported and offers `function` (CKF_SIGN, CKF_DECRYPT, …).
+pub fn allows(mech: CK_MECHANISM_TYPE, function: CK_FLAGS) -> bool {
+    entry(mech).is_some_and(|(_, flags)| flags & function == function)
+}
+
+/// The hash the host computes before the card signs, for the SHAx_RSA_PKCS(_PSS) and
+/// ECDSA_SHAx mechanisms.
+pub fn signature_hash(mech: CK_MECHANISM_TYPE) -> Option<HashAlg> {
+    Some(match mech {
+        CKM_SHA1_RSA_PKCS | CKM_SHA1_RSA_PKCS_PSS | CKM_ECDSA_SHA1 => HashAlg::Sha1,
+        CKM_SHA224_RSA_PKCS | CKM_SHA224_RSA_PKCS_PSS | CKM_ECDSA_SHA224 => HashAlg::Sha224,
+        CKM_SHA256_RSA_PKCS | CKM_SHA256_RSA_PKCS_PSS | CKM_ECDSA_SHA256 => HashAlg::Sha256,
+        CKM_SHA384_RSA_PKCS | CKM_SHA384_RSA_PKCS_PSS | CKM_ECDSA_SHA384 => HashAlg::Sha384,
+        CKM_SHA512_RSA_PKCS | CKM_SHA512_RSA_PKCS_PSS | CKM_ECDSA_SHA512 => HashAlg::Sha512,
+        _ => return None,
+    })
+}
+
+fn is_pss(mech: CK_MECHANISM_TYPE) -> bool {
+    matches!(
+        mech,
+        CKM_RSA_PKCS_PSS
+            | CKM_SHA1_RSA_PKCS_PSS
+            | CKM_SHA224_RSA_PKCS_PSS
+            | CKM_SHA256_RSA_PKCS_PSS
+            | CKM_SHA384_RSA_PKCS_PSS
+            | CKM_SHA512_RSA_PKCS_PSS
+    )
+}
+
+/// Checked PSS parameters.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct PssParams {
+    pub hash: HashAlg,
+    pub mgf: HashAlg,
+    pub salt_len: usize,
+}
+
+/// Checked OAEP parameters (the label stays in the [`MechParam`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct OaepParams {
+    pub hash: HashAlg,
+    pub mgf: HashAlg,
+}
+
+fn param_invalid() -> Error {
+    Error::new(CKR_MECHANISM_PARAM_INVALID)
+}
+
+/// Validates a PSS parameter for `mech` and a key of `modulus_bits`.
+///
+/// The MGF1 hash may differ from the message hash (PKCS#11 and RFC 8017 allow it, OpenSSL can
+/// ask for it); it only has to be one of SHA-1..SHA-512.
+pub(crate) fn pss_params(mech: &Mechanism, modulus_bits: usize) -> Result<PssParams> {
+    let MechParam::Pss {
+        hash,
+        mgf,
+        salt_len,
+    } = mech.param
+    else {
+        return Err(param_invalid());
+    };
+    let hash = HashAlg::from_mechanism(hash).ok_or_else(param_invalid)?;
+    let mgf = HashAlg::from_mgf(mgf).ok_or_else(param_invalid)?;
+    if signature_hash(mech.ty).is_some_and(|h| h != hash) {
+        return Err(param_invalid());
+    }
+    // RFC 8017 9.1.1 step 3: emLen ≥ hLen + sLen + 2, emLen = ⌈(modBits − 1)/8⌉.
+    let em_len = modulus_bits.saturating_sub(1).div_ceil(8);
+    let room = em_len.saturating_sub(hash.output_len() + 2);
+    if em_len < hash.output_len() + 2 || salt_len > room {
+        return Err(param_invalid());
+    }
+    Ok(PssParams {
+        hash,
+        mgf,
+        salt_len,
+    })
+}
+
+/// Validates an OAEP parameter (hash and MGF1 among SHA-1..SHA-512).
+pub(crate) fn oaep_params(param: &MechParam) -> Result<OaepParams> {
+    let MechParam::Oaep { hash, mgf, .. } = param else {
+        return Err(param_invalid());
+    };
+    Ok(OaepParams {
+        hash: HashAlg::from_mechanism(*hash).ok_or_else(param_invalid)?,
+        mgf: HashAlg::from_mgf(*mgf).ok_or_else(param_invalid)?,
+    })
+}
+
+/// Whether a mechanism that takes no parameter got none (an empty byte string counts as none).
+fn no_param(param: &MechParam) -> Result<()> {
+    match param {
+        MechParam::None => Ok(()),
+        MechParam::Other(bytes) if bytes.is_empty() => Ok(()),
+        _ => Err(param_invalid()),
+    }
+}
+
+/// Checks that `mech` is supported, fits the key type, and carries a valid parameter.
+///
+/// Unknown mechanism (or a digest used with a key) → CKR_MECHANISM_INVALID; RSA mechanism with
+/// an EC key or the reverse → CKR_KEY_TYPE_INCONSISTENT; a parameter of the wrong shape or with
+/// unsupported values (PSS hash not the mechanism's, salt too long for the modulus, unknown
+/// hash or MGF, ECDH KDF other than CKD_NULL or with shared data, a peer point not on the
+/// key's curve) → CKR_MECHANISM_PARAM_INVALID.
+pub fn check_params(mech: &Mechanism, key: &KeyInfo) -> Result<()> {
+    let (family, _) = entry(mech.ty).ok_or(Error::new(CKR_MECHANISM_INVALID))?;
+    match (family, key) {
+        (Family::Digest, _) => Err(Error::new(CKR_MECHANISM_INVALID)),
+        (Family::Rsa, KeyInfo::Rsa { modulus_bits }) => {
+            if is_pss(mech.ty) {
+                pss_params(mech, *modulus_bits).map(|_| ())
+            } else if mech.ty == CKM_RSA_PKCS_OAEP {
+                let p = oaep_params(&mech.param)?;
+                // RFC 8017 7.1.1: k ≥ 2·hLen + 2, else no message fits at all.
+                let k = modulus_bits.div_ceil(8);
+                if k < 2 * p.hash.output_len() + 2 {
+                    return Err(param_invalid());
+                }
+                Ok(())
+            } else {
+                no_param(&mech.param)
+            }
+        }
+        (Family::Ec, KeyInfo::Ec { curve }) => {
+            if mech.ty == CKM_ECDH1_DERIVE {
+                ecdh_peer_point(&mech.param, *curve).map(|_| ())
+            } else {
+                no_param(&mech.param)
+            }
+        }
+        (Family::Rsa | Family::Ec, _) => Err(Error::new(CKR_KEY_TYPE_INCONSISTENT)),
+    }
+}
+
+/// `bytes` as a big-endian number of exactly `len` bytes: shorter input is left-padded with
+/// zeros, longer input may only carry extra leading zeros. `None` when it does not fit.
+pub(crate) fn fixed_width(bytes: &[u8], len: usize) -> Option<Vec<u8>> {
+    let excess = bytes.len().saturating_sub(len);
+    let (head, tail) = bytes.split_at_checked(excess)?;
+    if head.iter().any(|&b| b != 0) {
+        return None;
+    }
+    let mut out = vec![0u8; len - tail.len()];
+    out.extend_from_slice(tail);
+    Some(out)
+}

@@ -99,4 +99,8 @@ pub enum MechParam {
 /// What the library reports in C_GetInfo.
 pub const MANUFACTURER: &str = "Tessera";
 /// Library description in C_GetInfo.
-pub const LIBRARY_DESCRIPTION: &str = "Tessera PKCS#11 module for PIV cards";
+pub const LIBRARY_DESCRIPTION: &str = "Tessera PKCS#11 for PIV cards";
+pub mod objects;
+pub mod session;
+pub mod slot;
+mod write;

@@ -32,9 +32,7 @@ populate() { # SLOT ALG
   local s=$1 alg=$2
   expect_grep "populate: generate $alg in $s" 'Successfully generated a new private key' \
     Y -a generate -s "$s" -A "$alg" -o "$WORK/pub$s.pem"
-  expect_grep "populate: self-signed certificate for $s" 'Successfully generated a new self signed certificate' \
-    Y -a verify-pin -P "$PIN" -a selfsign-certificate -s "$s" -S "/CN=Tessera OpenSC $s/" \
-    -i "$WORK/pub$s.pem" -o "$WORK/cert$s.pem"
+  selfsign "$s" "$alg" "$WORK/pub$s.pem" "/CN=Tessera OpenSC $s/" "$WORK/cert$s.pem"
   expect_grep "populate: import-certificate $s" 'Successfully imported a new certificate' \
     Y -a import-certificate -s "$s" -i "$WORK/cert$s.pem"
   # the verifying key comes from the certificate, as a relying party would take it
@@ -47,27 +45,29 @@ head -c 3000 /dev/urandom >"$WORK/data"
 # ---- OpenSC ----------------------------------------------------------------------------------
 expect_grep "opensc: -L shows the token in '$READER 00 00'" "token label" P -L
 expect_grep "opensc: -L names the reader" "$READER 00 00" P -L
+# objects_have WHAT REGEX...: $OUT (pkcs11-tool -O output, flattened to one line with single
+# spaces) matches every REGEX; "[^;]*" stays inside one object (each header has a ';')
+objects_have() {
+  local what=$1 flat re missing=""
+  shift
+  flat="$(printf '%s\n' "$OUT" | tr '\n\t' '  ' | tr -s ' ') "
+  for re in "$@"; do
+    printf '%s' "$flat" | grep -Eq -- "$re" || missing="$missing /$re/"
+  done
+  if [ "$RC" -eq 0 ] && [ -z "$missing" ]; then ok "$what"; else notok "$what (exit $RC; missing:$missing)" "$OUT"; fi
+}
+CERT_9A='Certificate Object; type = X.509 cert label: (X.509 )?Certificate for PIV Authentication subject: DN: CN ?= ?Tessera OpenSC 9a [^;]*ID: 01 '
+CERT_9C='Certificate Object; type = X.509 cert label: (X.509 )?Certificate for Digital Signature subject: DN: CN ?= ?Tessera OpenSC 9c [^;]*ID: 02 '
+PUB_9A='Public Key Object; EC EC_POINT 256 bits [^;]*ID: 01 '
+PUB_9C='Public Key Object; RSA 2048 bits [^;]*ID: 02 '
+PRIV_9A='Private Key Object; EC [^;]*ID: 01 '
+PRIV_9C='Private Key Object; RSA [^;]*ID: 02 '
+
 run P -O
-OBJS=$OUT
-if [ "$RC" -eq 0 ] &&
-  printf '%s\n' "$OBJS" | tr '\n' ' ' | grep -Eq 'Certificate Object[^;]*;.*label:[[:space:]]+Certificate for PIV Authentication.*ID:[[:space:]]+01' &&
-  printf '%s\n' "$OBJS" | tr '\n' ' ' | grep -Eq 'Certificate for Digital Signature.*ID:[[:space:]]+02'; then
-  ok "opensc: -O lists the certificates 9A (ID 01) and 9C (ID 02)"
-else
-  notok "opensc: -O lists the certificates 9A (ID 01) and 9C (ID 02) (exit $RC)" "$OBJS"
-fi
-if printf '%s\n' "$OBJS" | grep -q 'Public Key Object; EC' && printf '%s\n' "$OBJS" | grep -q 'Public Key Object; RSA 2048'; then
-  ok "opensc: -O lists the EC and RSA 2048 public keys"
-else
-  notok "opensc: -O lists the EC and RSA 2048 public keys" "$OBJS"
-fi
+objects_have "opensc: -O lists the certificates 9A (ID 01) and 9C (ID 02)" "$CERT_9A" "$CERT_9C"
+objects_have "opensc: -O lists the public keys 9A (EC P-256, ID 01) and 9C (RSA 2048, ID 02)" "$PUB_9A" "$PUB_9C"
 run P -O --login --pin "$PIN"
-if [ "$RC" -eq 0 ] && printf '%s\n' "$OUT" | grep -q 'Private Key Object; EC' &&
-  printf '%s\n' "$OUT" | grep -q 'Private Key Object; RSA'; then
-  ok "opensc: -O --login lists the EC and RSA private keys"
-else
-  notok "opensc: -O --login lists the EC and RSA private keys (exit $RC)" "$OUT"
-fi
+objects_have "opensc: -O --login lists the private keys 9A (EC, ID 01) and 9C (RSA, ID 02)" "$PRIV_9A" "$PRIV_9C"
 
 rm -f "$WORK/sig-ec.der" "$WORK/sig-rsa.bin"
 expect_ok "opensc: login + sign ECDSA-SHA256 with 9A (ID 01)" \
@@ -88,21 +88,9 @@ expect_grep "a right PIN resets the counter" 'Successfully verified PIN' Y -a ve
 
 # ---- ykcs11 ----------------------------------------------------------------------------------
 run YK -O --login --pin "$PIN"
-YOBJS=$(printf '%s\n' "$OUT" | tr '\n' ' ')
-if [ "$RC" -eq 0 ] &&
-  printf '%s' "$YOBJS" | grep -Eq 'Private Key Object; EC[^;]*label:[^;]*ID:[[:space:]]+01' &&
-  printf '%s' "$YOBJS" | grep -Eq 'Private Key Object; RSA[^;]*label:[^;]*ID:[[:space:]]+02'; then
-  ok "ykcs11: -O lists the EC private key (ID 01) and the RSA private key (ID 02)"
-else
-  notok "ykcs11: -O lists the EC private key (ID 01) and the RSA private key (ID 02) (exit $RC)" "$OUT"
-fi
-if [ "$RC" -eq 0 ] &&
-  printf '%s' "$YOBJS" | grep -Eq 'Certificate Object[^;]*;.*ID:[[:space:]]+01' &&
-  printf '%s' "$YOBJS" | grep -Eq 'Certificate Object[^;]*;.*ID:[[:space:]]+02'; then
-  ok "ykcs11: -O lists the certificates (ID 01 and 02)"
-else
-  notok "ykcs11: -O lists the certificates (ID 01 and 02) (exit $RC)" "$OUT"
-fi
+objects_have "ykcs11: -O lists the certificates 9A (ID 01) and 9C (ID 02)" "$CERT_9A" "$CERT_9C"
+objects_have "ykcs11: -O lists the public keys (ID 01, 02)" "$PUB_9A" "$PUB_9C"
+objects_have "ykcs11: -O lists the private keys (EC ID 01, RSA ID 02)" "$PRIV_9A" "$PRIV_9C"
 rm -f "$WORK/yk-sig-ec.der"
 expect_ok "ykcs11: login + sign ECDSA-SHA256 with ID 01" \
   YK --login --pin "$PIN" --sign --mechanism ECDSA-SHA256 --id 01 --signature-format openssl \

@@ -82,11 +82,9 @@ gen 9d ECCP384 'secp384r1'
 gen 82 ECCP256 'prime256v1'
 
 # ---- self-signed certificates, import, read back -------------------------------------------
-cert_roundtrip() { # SLOT PUBPEM
-  local s=$1 pub=$2
-  expect_grep "selfsign-certificate with the key in slot $s" 'Successfully generated a new self signed certificate' \
-    Y -a verify-pin -P "$PIN" -a selfsign-certificate -s "$s" -S "/CN=Tessera interop $s/O=Tessera/" \
-    -i "$pub" -o "$WORK/cert$s.pem"
+cert_roundtrip() { # SLOT ALG PUBPEM
+  local s=$1 alg=$2 pub=$3
+  selfsign "$s" "$alg" "$pub" "/CN=Tessera interop $s/O=Tessera/" "$WORK/cert$s.pem"
   check "slot $s certificate carries the slot's public key" same_pubkey_cert_pub "$WORK/cert$s.pem" "$pub"
   expect_grep "slot $s certificate signature verifies (signed on the card)" ': OK$' \
     openssl verify -CAfile "$WORK/cert$s.pem" "$WORK/cert$s.pem"
@@ -98,7 +96,10 @@ cert_roundtrip() { # SLOT PUBPEM
   check "read-certificate -s $s returns the imported certificate byte for byte" \
     cmp "$WORK/cert$s.der" "$WORK/read$s.der"
 }
-for s in 9a 9c 9d 82; do cert_roundtrip "$s" "$WORK/pub$s.pem"; done
+cert_roundtrip 9a ECCP256 "$WORK/pub9a.pem"
+cert_roundtrip 9c RSA2048 "$WORK/pub9c.pem"
+cert_roundtrip 9d ECCP384 "$WORK/pub9d.pem"
+cert_roundtrip 82 ECCP256 "$WORK/pub82.pem"
 expect_grep "status lists the four certificates" \
   'Slot 9a:.*Slot 9c:.*Slot 9d:.*Slot 82:' sh -c "yubico-piv-tool -r '$READER' -a status | tr '\n' ' '"
 
@@ -109,8 +110,11 @@ expect_grep "test-signature slot 9c (RSA2048, PIN always)" 'Successful RSA verif
   Y -a verify-pin -P "$PIN" -a test-signature -s 9c -i "$WORK/cert9c.pem"
 expect_grep "test-signature slot 82 (ECCP256, retired slot)" 'Successful ECDSA verification' \
   Y -a verify-pin -P "$PIN" -a test-signature -s 82 -i "$WORK/cert82.pem"
-expect_grep "test-signature slot 9a, certificate on stdin, SHA384" 'Successful ECDSA verification' \
-  sh -c "yubico-piv-tool -r '$READER' -a verify-pin -P '$PIN' -a test-signature -s 9a -H SHA384 < '$WORK/cert9a.pem'"
+expect_grep "test-signature slot 9a, certificate on stdin" 'Successful ECDSA verification' \
+  sh -c "yubico-piv-tool -r '$READER' -a verify-pin -P '$PIN' -a test-signature -s 9a < '$WORK/cert9a.pem'"
+# (the host library refuses a digest longer than the curve: SHA384 goes with P-384 only)
+expect_grep "test-signature slot 9d (ECCP384, SHA384)" 'Successful ECDSA verification' \
+  Y -a verify-pin -P "$PIN" -a test-signature -s 9d -H SHA384 -i "$WORK/cert9d.pem"
 expect_grep "test-decipher slot 9d (ECDH P-384)" 'Successfully performed ECDH exchange with card' \
   Y -a verify-pin -P "$PIN" -a test-decipher -s 9d -i "$WORK/cert9d.pem"
 expect_fail "test-signature slot 9a without the PIN is refused" \
@@ -125,8 +129,8 @@ expect_grep "import-key RSA2048 PEM into slot 83" 'Successfully imported a new p
   Y "${K[@]}" -a import-key -s 83 -i "$WORK/rsa.pem"
 expect_grep "import-key EC P-256 PEM into slot 9e" 'Successfully imported a new private key' \
   Y "${K[@]}" -a import-key -s 9e -i "$WORK/ec.pem"
-cert_roundtrip 83 "$WORK/pub83.pem"
-cert_roundtrip 9e "$WORK/pub9e.pem"
+cert_roundtrip 83 RSA2048 "$WORK/pub83.pem"
+cert_roundtrip 9e ECCP256 "$WORK/pub9e.pem"
 expect_grep "test-signature slot 83 (imported RSA key)" 'Successful RSA verification' \
   Y -a verify-pin -P "$PIN" -a test-signature -s 83 -i "$WORK/cert83.pem"
 expect_grep "test-signature slot 9e (imported EC key)" 'Successful ECDSA verification' \

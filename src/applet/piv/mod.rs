@@ -2,6 +2,13 @@
 //! module and the manager send, and the parsing of what comes back. Every function runs inside
 //! a transaction the caller holds (one transaction per logical operation).
 
+pub mod admin;
+pub mod keys;
+pub mod slots;
+
+pub use keys::{KeyAlgorithm, KeyMetadata, PinPolicy, PublicKeyInfo};
+pub use slots::{KeySlot, SlotRole};
+
 use crate::card::{exchange, tlv, CardError, Channel, Command, StatusWord};
 use cipher::{BlockDecrypt, BlockEncrypt, KeyInit};
 use zeroize::Zeroizing;

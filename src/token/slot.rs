@@ -1,0 +1,440 @@
+//! Slots and the card in them: where a card is reached (reader or virtual card file), whether
+//! one is present (asked without any APDU), the connection, and the card's contents read once
+//! per insertion and cached. Every card operation runs in one transaction through
+//! [`SlotState::transact`], which turns a reset by another process into "logged out".
+
+use super::mechanism::PublicKey;
+use super::objects::{CertFacts, KeyEntry};
+use super::{Error, Result};
+use crate::applet::piv::{self, admin, keys, KeyAlgorithm, KeySlot, PinPolicy, PinStatus};
+use crate::card::{self, pcsc, CardError, Channel, Transport};
+use crate::vcard::VirtualTransport;
+use cryptoki_sys::*;
+use parking_lot::Mutex;
+use std::ffi::CString;
+use std::path::PathBuf;
+
+/// Where a slot's card lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    /// A PC/SC reader, by name.
+    Reader(String),
+    /// A virtual card file (TESSERA_VCARD).
+    Virtual(PathBuf),
+}
+
+/// Who is logged in to a token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Login {
+    /// Nobody.
+    Public,
+    /// The card holder (PIN).
+    User,
+    /// The security officer (PUK).
+    So,
+}
+
+/// A counter as the card last reported it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counter {
+    /// Tries left, when known.
+    pub tries_left: Option<u8>,
+    /// Tries allowed in all.
+    pub total: Option<u8>,
+    /// The factory default value is still set.
+    pub is_default: bool,
+}
+
+impl Counter {
+    /// The token flags for this counter (`user` picks the USER or SO flag family).
+    pub fn flags(&self, user: bool) -> CK_FLAGS {
+        let (low, last, locked, change) = if user {
+            (
+                CKF_USER_PIN_COUNT_LOW,
+                CKF_USER_PIN_FINAL_TRY,
+                CKF_USER_PIN_LOCKED,
+                CKF_USER_PIN_TO_BE_CHANGED,
+            )
+        } else {
+            (
+                CKF_SO_PIN_COUNT_LOW,
+                CKF_SO_PIN_FINAL_TRY,
+                CKF_SO_PIN_LOCKED,
+                CKF_SO_PIN_TO_BE_CHANGED,
+            )
+        };
+        let mut flags = 0;
+        match (self.tries_left, self.total) {
+            (Some(0), _) => flags |= locked,
+            (Some(1), _) => flags |= last | low,
+            (Some(n), Some(t)) if n < t => flags |= low,
+            _ => {}
+        }
+        if self.is_default {
+            flags |= change;
+        }
+        flags
+    }
+
+    /// Records a verification outcome.
+    pub fn record(&mut self, status: PinStatus) {
+        self.tries_left = match status {
+            PinStatus::Verified => self.total.or(self.tries_left),
+            PinStatus::TriesLeft(n) => Some(n),
+            PinStatus::Blocked => Some(0),
+        };
+    }
+}
+
+/// What was read from a card at insertion (public data only).
+#[derive(Debug, Clone)]
+pub struct Contents {
+    /// Token label (stable across certificate renewals; never a certificate's CN).
+    pub label: String,
+    /// Token serial number text.
+    pub serial: String,
+    /// Card serial when the card reports one.
+    pub serial_number: Option<u32>,
+    /// Firmware version when the card reports one.
+    pub version: Option<[u8; 3]>,
+    /// Populated key slots.
+    pub entries: Vec<KeyEntry>,
+    /// Key History as read.
+    pub history: admin::KeyHistory,
+    /// The card answers Yubico's GET METADATA (and so reports keys without certificates).
+    pub has_metadata: bool,
+}
+
+impl Contents {
+    /// The entry of `slot`, if populated.
+    pub fn entry(&self, slot: KeySlot) -> Option<&KeyEntry> {
+        self.entries.iter().find(|e| e.slot == slot)
+    }
+}
+
+/// A connected card.
+pub struct Card {
+    transport: Box<dyn Transport>,
+    /// Cached public contents.
+    pub contents: Contents,
+    /// PIN counter.
+    pub pin: Counter,
+    /// PUK counter.
+    pub puk: Counter,
+}
+
+/// A slot: its source and, behind a lock, the card in it and the login state.
+pub struct Slot {
+    /// The slot ID.
+    pub id: CK_SLOT_ID,
+    /// Where its card is.
+    pub source: Source,
+    /// Mutable state.
+    pub state: Mutex<SlotState>,
+}
+
+/// The mutable part of a slot.
+pub struct SlotState {
+    /// The connected card, if any.
+    pub card: Option<Card>,
+    /// Login state of the token (shared by all its sessions).
+    pub login: Login,
+    /// Bumped whenever the card goes away; sessions of an older generation are dead.
+    pub generation: u64,
+}
+
+impl Slot {
+    /// A slot for `source`.
+    pub fn new(id: CK_SLOT_ID, source: Source) -> Self {
+        Self {
+            id,
+            source,
+            state: Mutex::new(SlotState {
+                card: None,
+                login: Login::Public,
+                generation: 1,
+            }),
+        }
+    }
+
+    /// Slot description (C_GetSlotInfo).
+    pub fn description(&self) -> String {
+        match &self.source {
+            Source::Reader(name) => name.clone(),
+            Source::Virtual(path) => format!("Tessera Virtual PIV {}", path.display()),
+        }
+    }
+
+    /// Whether a card is present, asked without sending any APDU.
+    pub fn card_present(&self, readers: Option<&[pcsc::ReaderInfo]>) -> bool {
+        match &self.source {
+            Source::Virtual(path) => path.exists(),
+            Source::Reader(name) => readers
+                .and_then(|rs| rs.iter().find(|r| &r.name == name))
+                .is_some_and(|r| r.card_present),
+        }
+    }
+}
+
+impl SlotState {
+    /// Forgets the card (removed): logs out and kills every session of the slot.
+    pub fn card_gone(&mut self) {
+        if self.card.take().is_some() {
+            self.generation += 1;
+        }
+        self.login = Login::Public;
+    }
+
+    /// The connected card, connecting and reading it first if needed.
+    pub fn card(&mut self, source: &Source, ctx: Option<&pcsc::Context>) -> Result<&mut Card> {
+        if self.card.is_none() {
+            let transport: Box<dyn Transport> = match source {
+                Source::Virtual(path) => Box::new(VirtualTransport::open(path).map_err(|e| {
+                    log::debug!("virtual card {}: {e}", path.display());
+                    Error::new(CKR_TOKEN_NOT_PRESENT)
+                })?),
+                Source::Reader(name) => {
+                    let ctx = ctx.ok_or(Error::new(CKR_TOKEN_NOT_PRESENT))?;
+                    let cname =
+                        CString::new(name.clone()).map_err(|_| Error::new(CKR_GENERAL_ERROR))?;
+                    Box::new(pcsc::PcscTransport::connect(ctx, &cname).map_err(|e| {
+                        log::debug!("connect {name}: {e}");
+                        Error::new(CKR_TOKEN_NOT_PRESENT)
+                    })?)
+                }
+            };
+            let card = Card::read(transport)?;
+            self.login = Login::Public;
+            self.card = Some(card);
+        }
+        self.card.as_mut().ok_or(Error::new(CKR_TOKEN_NOT_PRESENT))
+    }
+
+    /// Runs `f` in one transaction on the card (SELECT first). A reset by another process
+    /// logs the token out and fails with CKR_USER_NOT_LOGGED_IN when `needs_login`, else the
+    /// operation is run again once on the re-selected card; a removed card kills the slot's
+    /// sessions (CKR_DEVICE_REMOVED).
+    pub fn transact<R>(
+        &mut self,
+        source: &Source,
+        ctx: Option<&pcsc::Context>,
+        needs_login: bool,
+        mut f: impl FnMut(&mut dyn Channel, &mut Card) -> std::result::Result<R, CardError>,
+    ) -> Result<R> {
+        for attempt in 0..2 {
+            let card = self.card(source, ctx)?;
+            let mut transport = std::mem::replace(&mut card.transport, Box::new(Detached));
+            let out = card::with_transaction(transport.as_mut(), |ch| {
+                piv::select(ch)?;
+                f(ch, card)
+            });
+            card.transport = transport;
+            match out {
+                Ok(r) => return Ok(r),
+                Err(CardError::Reset) => {
+                    log::debug!("card reset by someone else: logged out");
+                    self.login = Login::Public;
+                    if needs_login || attempt == 1 {
+                        return Err(Error::new(CKR_USER_NOT_LOGGED_IN));
+                    }
+                }
+                Err(CardError::NoCard) => {
+                    self.card_gone();
+                    return Err(Error::new(CKR_DEVICE_REMOVED));
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(Error::new(CKR_USER_NOT_LOGGED_IN))
+    }
+}
+
+/// Placeholder transport while the real one is lent to a transaction.
+struct Detached;
+
+impl Transport for Detached {
+    fn transaction(
+        &mut self,
+        _op: &mut card::TransactionOp<'_>,
+    ) -> std::result::Result<(), CardError> {
+        Err(CardError::NoCard)
+    }
+    fn atr(&self) -> &[u8] {
+        &[]
+    }
+    fn name(&self) -> &str {
+        ""
+    }
+}
+
+impl Card {
+    /// Reads everything public from a freshly connected card in one transaction.
+    fn read(mut transport: Box<dyn Transport>) -> Result<Self> {
+        let atr = transport.atr().to_vec();
+        let mut result = None;
+        for _ in 0..2 {
+            match card::with_transaction(transport.as_mut(), |ch| read_contents(ch, &atr)) {
+                Err(CardError::Reset) => continue,
+                other => {
+                    result = Some(other);
+                    break;
+                }
+            }
+        }
+        let (contents, pin, puk) = match result {
+            Some(Ok(v)) => v,
+            Some(Err(CardError::Status(crate::card::StatusWord::NotFound))) => {
+                return Err(Error::new(CKR_TOKEN_NOT_RECOGNIZED))
+            }
+            Some(Err(e)) => return Err(e.into()),
+            None => return Err(Error::new(CKR_DEVICE_ERROR)),
+        };
+        Ok(Self {
+            transport,
+            contents,
+            pin,
+            puk,
+        })
+    }
+
+    /// Re-reads the contents after a write (same transaction as the caller's).
+    pub fn reread(&mut self, ch: &mut dyn Channel) -> std::result::Result<(), CardError> {
+        let atr = self.transport.atr().to_vec();
+        let (contents, pin, puk) = read_contents(ch, &atr)?;
+        self.contents = contents;
+        // Keep the counters the caller just learned if the card reports none.
+        if pin.tries_left.is_some() {
+            self.pin = pin;
+        }
+        if puk.total.is_some() {
+            self.puk = puk;
+        }
+        Ok(())
+    }
+}
+
+fn read_contents(
+    ch: &mut dyn Channel,
+    atr: &[u8],
+) -> std::result::Result<(Contents, Counter, Counter), CardError> {
+    piv::select(ch)?;
+    let serial_number = piv::serial(ch)?;
+    let version = keys::version(ch)?;
+    let pin_status = piv::verify_pin(ch, None)?;
+    let pin_meta = keys::reference_metadata(ch, piv::key_ref::PIN)?;
+    let puk_meta = keys::reference_metadata(ch, piv::key_ref::PUK)?;
+    let history = admin::key_history(ch)?.unwrap_or_default();
+    let has_metadata = pin_meta.is_some();
+
+    let mut pin = Counter::default();
+    if let Some(m) = pin_meta {
+        pin.total = m.total_tries;
+        pin.tries_left = m.tries_left;
+        pin.is_default = m.is_default;
+    }
+    pin.record(pin_status);
+    let mut puk = Counter::default();
+    if let Some(m) = puk_meta {
+        puk.total = m.total_tries;
+        puk.tries_left = m.tries_left;
+        puk.is_default = m.is_default;
+    }
+
+    let slots: Vec<KeySlot> = KeySlot::primary()
+        .into_iter()
+        .chain(history.used_slots())
+        .collect();
+    let mut entries = Vec::new();
+    for slot in slots {
+        let certificate = admin::read_certificate(ch, slot)?.and_then(|der| CertFacts::parse(&der));
+        let meta = if has_metadata {
+            keys::metadata(ch, slot)?
+        } else {
+            None
+        };
+        if let Some(entry) = key_entry(slot, certificate, meta) {
+            entries.push(entry);
+        }
+    }
+    let serial = match serial_number {
+        Some(n) => n.to_string(),
+        None => chuid_serial(ch)?.unwrap_or_else(|| "0".into()),
+    };
+    let vendor = if crate::card::atr::historical_bytes(atr)
+        .windows(7)
+        .any(|w| w == b"Tessera")
+    {
+        "Tessera PIV"
+    } else if version.is_some() {
+        "YubiKey PIV"
+    } else {
+        "PIV Card"
+    };
+    let contents = Contents {
+        label: format!("{vendor} #{serial}"),
+        serial,
+        serial_number,
+        version,
+        entries,
+        history,
+        has_metadata,
+    };
+    Ok((contents, pin, puk))
+}
+
+/// The CHUID's GUID (tag 34) as hex, for cards without GET SERIAL.
+fn chuid_serial(ch: &mut dyn Channel) -> std::result::Result<Option<String>, CardError> {
+    let Some(chuid) = piv::get_data(ch, 0x5FC102)? else {
+        return Ok(None);
+    };
+    Ok(crate::card::tlv::find(&chuid, 0x34)?.map(hex::encode))
+}
+
+/// Builds a key entry from what the card said; `None` when the slot holds no key.
+fn key_entry(
+    slot: KeySlot,
+    certificate: Option<CertFacts>,
+    meta: Option<keys::KeyMetadata>,
+) -> Option<KeyEntry> {
+    let from_cert = certificate
+        .as_ref()
+        .and_then(|c| PublicKey::from_spki_der(&c.spki).ok());
+    let (algorithm, public_key, pin_policy, generated) = match meta {
+        Some(m) => {
+            let pk = m
+                .public_key
+                .as_ref()
+                .and_then(|p| PublicKey::from_spki_der(&p.spki_der).ok())
+                .or(from_cert)?;
+            (
+                m.algorithm,
+                pk,
+                m.pin_policy.effective(slot),
+                Some(m.generated),
+            )
+        }
+        None => {
+            let pk = from_cert?;
+            let alg = algorithm_of(&pk)?;
+            (alg, pk, PinPolicy::Default.effective(slot), None)
+        }
+    };
+    Some(KeyEntry {
+        slot,
+        algorithm,
+        public_key,
+        certificate,
+        pin_policy,
+        generated,
+    })
+}
+
+/// The PIV algorithm of a public key.
+pub fn algorithm_of(pk: &PublicKey) -> Option<KeyAlgorithm> {
+    use super::mechanism::{Curve, KeyInfo};
+    match pk.key_info() {
+        KeyInfo::Rsa { modulus_bits } => KeyAlgorithm::rsa_with_bits(modulus_bits),
+        KeyInfo::Ec { curve: Curve::P256 } => Some(KeyAlgorithm::EccP256),
+        KeyInfo::Ec { curve: Curve::P384 } => Some(KeyAlgorithm::EccP384),
+    }
+}

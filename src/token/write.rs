@@ -1,0 +1,376 @@
+//! Writes through PKCS#11: certificates and private keys created on the card, key pairs
+//! generated on it, objects destroyed. Every write needs the user logged in and then the
+//! management key: the PIN-protected one (ykman's format) if the card holds one, else the
+//! factory default while it is still set. A key-management key (9D) is never silently
+//! destroyed: it moves with its certificate to the next free retired slot and Key History
+//! follows; a card without MOVE KEY refuses the write.
+
+use super::mechanism::{Curve, PublicKey};
+use super::objects::{CertFacts, ObjectId};
+use super::slot::{Card, Login, SlotState, Source};
+use super::{attr, Attr, Error, Mechanism, Result};
+use crate::applet::piv::{
+    self, admin, keys, KeyAlgorithm, KeySlot, ManagementAlgorithm, PinPolicy,
+};
+use crate::card::{pcsc, CardError, Channel, StatusWord};
+use cryptoki_sys::*;
+
+type CardResult<T> = std::result::Result<T, CardError>;
+
+/// Authenticates with the card's management key (stored PIN-protected, else the default).
+/// The inner error says why no key could be used.
+fn authenticate(ch: &mut dyn Channel) -> CardResult<Result<()>> {
+    let meta = keys::reference_metadata(ch, piv::key_ref::MANAGEMENT)?;
+    let algorithm = meta
+        .and_then(|m| ManagementAlgorithm::from_id(m.algorithm))
+        .unwrap_or(ManagementAlgorithm::TripleDes);
+    if let Some(key) = admin::stored_management_key(ch)? {
+        return match piv::authenticate_management(ch, algorithm, &key) {
+            Ok(()) => Ok(Ok(())),
+            Err(CardError::Status(StatusWord::SecurityStatus)) => {
+                log::warn!("the PIN-protected management key does not match the card's");
+                Ok(Err(Error::new(CKR_FUNCTION_FAILED)))
+            }
+            Err(e) => Err(e),
+        };
+    }
+    if meta.is_none_or(|m| m.is_default) {
+        return match piv::authenticate_management(
+            ch,
+            ManagementAlgorithm::TripleDes,
+            &piv::DEFAULT_MANAGEMENT_KEY,
+        ) {
+            Ok(()) => Ok(Ok(())),
+            Err(CardError::Status(StatusWord::SecurityStatus | StatusWord::IncorrectP1P2)) => {
+                Ok(Err(Error::new(CKR_FUNCTION_FAILED)))
+            }
+            Err(e) => Err(e),
+        };
+    }
+    log::warn!("the card's management key is neither stored PIN-protected nor the default: run `tessera setup`");
+    Ok(Err(Error::new(CKR_FUNCTION_FAILED)))
+}
+
+/// Moves the key (and certificate) in `slot` to the next free retired slot and records it
+/// in Key History. Inner error when the card cannot move keys or no retired slot is free.
+fn retire(ch: &mut dyn Channel, card: &Card, slot: KeySlot) -> CardResult<Result<()>> {
+    let mut history = card.contents.history.clone();
+    let used = usize::from(history.on_card_certs) + usize::from(history.off_card_certs);
+    let Some(target) = KeySlot::all()
+        .filter(|s| s.retired_number().is_some())
+        .nth(used)
+    else {
+        log::warn!("all 20 retired key slots are in use");
+        return Ok(Err(Error::new(CKR_DEVICE_MEMORY)));
+    };
+    match keys::move_key(ch, slot, target) {
+        Ok(()) => {}
+        Err(CardError::Status(StatusWord::InsNotSupported)) => {
+            log::warn!(
+                "the card cannot move keys (MOVE KEY): refusing to overwrite key slot {slot}"
+            );
+            return Ok(Err(Error::new(CKR_FUNCTION_REJECTED)));
+        }
+        Err(e) => return Err(e),
+    }
+    if let Some(cert) = admin::read_certificate(ch, slot)? {
+        admin::write_certificate(ch, target, &cert)?;
+        admin::delete_certificate(ch, slot)?;
+    }
+    history.on_card_certs = history.on_card_certs.saturating_add(1);
+    admin::write_key_history(ch, &history)?;
+    Ok(Ok(()))
+}
+
+fn need_user(state: &SlotState) -> Result<()> {
+    if state.login == Login::User {
+        Ok(())
+    } else {
+        Err(Error::new(CKR_USER_NOT_LOGGED_IN))
+    }
+}
+
+/// The slot a template names by CKA_ID (`Ok(None)`: no CKA_ID or not a PIV slot ID).
+fn slot_by_id(template: &[Attr]) -> Option<KeySlot> {
+    attr::find(template, CKA_ID).and_then(KeySlot::from_cka_id)
+}
+
+/// The slot for a new key from the usage a template asks for.
+fn slot_by_usage(template: &[Attr]) -> Result<KeySlot> {
+    let flag = |t| attr::find_bool(template, t).map(|v| v.unwrap_or(false));
+    let sign = flag(CKA_SIGN)?;
+    let decrypt = flag(CKA_DECRYPT)? || flag(CKA_UNWRAP)? || flag(CKA_DERIVE)?;
+    Ok(if decrypt && !sign {
+        KeySlot::KEY_MANAGEMENT
+    } else {
+        KeySlot::AUTHENTICATION
+    })
+}
+
+fn pin_policy(template: &[Attr]) -> Result<PinPolicy> {
+    Ok(match attr::find_bool(template, CKA_ALWAYS_AUTHENTICATE)? {
+        Some(true) => PinPolicy::Always,
+        _ => PinPolicy::Default,
+    })
+}
+
+/// Runs a key write in `slot`: authenticate, retire an occupied key-management slot, `write`,
+/// re-read the card.
+fn write_key(
+    source: &Source,
+    state: &mut SlotState,
+    ctx: Option<&pcsc::Context>,
+    slot: KeySlot,
+    mut write: impl FnMut(&mut dyn Channel) -> CardResult<Result<()>>,
+) -> Result<()> {
+    need_user(state)?;
+    state.transact(source, ctx, true, |ch, card| {
+        if let Err(e) = authenticate(ch)? {
+            return Ok(Err(e));
+        }
+        let occupied = card.contents.entry(slot).is_some();
+        if occupied && slot == KeySlot::KEY_MANAGEMENT {
+            if let Err(e) = retire(ch, card, slot)? {
+                return Ok(Err(e));
+            }
+        }
+        if let Err(e) = write(ch)? {
+            return Ok(Err(e));
+        }
+        card.reread(ch)?;
+        Ok(Ok(()))
+    })?
+}
+
+/// C_GenerateKeyPair: returns the slot that now holds the key.
+pub fn generate(
+    source: &Source,
+    state: &mut SlotState,
+    ctx: Option<&pcsc::Context>,
+    mech: &Mechanism,
+    public_template: &[Attr],
+    private_template: &[Attr],
+) -> Result<KeySlot> {
+    let algorithm = match mech.ty {
+        CKM_RSA_PKCS_KEY_PAIR_GEN => {
+            let bits = attr::find_ulong(public_template, CKA_MODULUS_BITS)?
+                .ok_or(Error::new(CKR_TEMPLATE_INCOMPLETE))?;
+            match KeyAlgorithm::rsa_with_bits(bits as usize) {
+                Some(KeyAlgorithm::Rsa1024) | None => return Err(Error::new(CKR_KEY_SIZE_RANGE)),
+                Some(a) => a,
+            }
+        }
+        CKM_EC_KEY_PAIR_GEN => {
+            let params = attr::find(public_template, CKA_EC_PARAMS)
+                .or_else(|| attr::find(private_template, CKA_EC_PARAMS))
+                .ok_or(Error::new(CKR_TEMPLATE_INCOMPLETE))?;
+            match Curve::parse_ec_params(params)? {
+                Curve::P256 => KeyAlgorithm::EccP256,
+                Curve::P384 => KeyAlgorithm::EccP384,
+            }
+        }
+        _ => return Err(Error::new(CKR_MECHANISM_INVALID)),
+    };
+    let named =
+        attr::find(private_template, CKA_ID).or_else(|| attr::find(public_template, CKA_ID));
+    let slot = match named {
+        Some(id) => KeySlot::from_cka_id(id).ok_or(Error::new(CKR_ATTRIBUTE_VALUE_INVALID))?,
+        None => slot_by_usage(private_template)?,
+    };
+    let policy = pin_policy(private_template)?;
+    write_key(source, state, ctx, slot, |ch| {
+        keys::generate(ch, slot, algorithm, policy)?;
+        Ok(Ok(()))
+    })?;
+    Ok(slot)
+}
+
+/// C_CreateObject: returns the identity of the created object.
+pub fn create(
+    source: &Source,
+    state: &mut SlotState,
+    ctx: Option<&pcsc::Context>,
+    template: &[Attr],
+) -> Result<ObjectId> {
+    let class =
+        attr::find_ulong(template, CKA_CLASS)?.ok_or(Error::new(CKR_TEMPLATE_INCOMPLETE))?;
+    match class {
+        CKO_CERTIFICATE => create_certificate(source, state, ctx, template),
+        CKO_PRIVATE_KEY => create_private_key(source, state, ctx, template),
+        CKO_PUBLIC_KEY => {
+            // The public half of a key already on the card: answer with that object.
+            let pk = public_key_from_template(template)?;
+            let card = state
+                .card
+                .as_ref()
+                .ok_or(Error::new(CKR_TOKEN_NOT_PRESENT))?;
+            card.contents
+                .entries
+                .iter()
+                .find(|e| e.public_key == pk)
+                .map(|e| ObjectId::PublicKey(e.slot))
+                .ok_or(Error::new(CKR_TEMPLATE_INCONSISTENT))
+        }
+        _ => Err(Error::new(CKR_TEMPLATE_INCONSISTENT)),
+    }
+}
+
+fn public_key_from_template(template: &[Attr]) -> Result<PublicKey> {
+    let key_type =
+        attr::find_ulong(template, CKA_KEY_TYPE)?.ok_or(Error::new(CKR_TEMPLATE_INCOMPLETE))?;
+    let get = |t| attr::find(template, t).ok_or(Error::new(CKR_TEMPLATE_INCOMPLETE));
+    match key_type {
+        CKK_RSA => PublicKey::from_rsa_components(get(CKA_MODULUS)?, get(CKA_PUBLIC_EXPONENT)?),
+        CKK_EC => PublicKey::from_ec_components(get(CKA_EC_PARAMS)?, get(CKA_EC_POINT)?),
+        _ => Err(Error::new(CKR_KEY_TYPE_INCONSISTENT)),
+    }
+}
+
+fn create_certificate(
+    source: &Source,
+    state: &mut SlotState,
+    ctx: Option<&pcsc::Context>,
+    template: &[Attr],
+) -> Result<ObjectId> {
+    need_user(state)?;
+    if let Some(t) = attr::find_ulong(template, CKA_CERTIFICATE_TYPE)? {
+        if t != CKC_X_509 {
+            return Err(Error::new(CKR_TEMPLATE_INCONSISTENT));
+        }
+    }
+    let der = attr::find(template, CKA_VALUE).ok_or(Error::new(CKR_TEMPLATE_INCOMPLETE))?;
+    let facts = CertFacts::parse(der).ok_or(Error::new(CKR_ATTRIBUTE_VALUE_INVALID))?;
+    let cert_key = PublicKey::from_spki_der(&facts.spki)
+        .map_err(|_| Error::new(CKR_ATTRIBUTE_VALUE_INVALID))?;
+    let card = state
+        .card
+        .as_ref()
+        .ok_or(Error::new(CKR_TOKEN_NOT_PRESENT))?;
+    // The slot whose key the certificate certifies: named by CKA_ID, else found by key.
+    let slot = match slot_by_id(template) {
+        Some(s) => s,
+        None => card
+            .contents
+            .entries
+            .iter()
+            .find(|e| e.public_key == cert_key)
+            .map(|e| e.slot)
+            .ok_or(Error::new(CKR_ATTRIBUTE_VALUE_INVALID))?,
+    };
+    match card.contents.entry(slot) {
+        Some(e) if e.public_key == cert_key => {}
+        Some(_) => {
+            log::warn!("certificate does not match the key in slot {slot}");
+            return Err(Error::new(CKR_ATTRIBUTE_VALUE_INVALID));
+        }
+        None if card.contents.has_metadata => {
+            log::warn!("slot {slot} has no key for this certificate");
+            return Err(Error::new(CKR_ATTRIBUTE_VALUE_INVALID));
+        }
+        None => {}
+    }
+    let der = der.to_vec();
+    state.transact(source, ctx, true, |ch, card| {
+        if let Err(e) = authenticate(ch)? {
+            return Ok(Err(e));
+        }
+        admin::write_certificate(ch, slot, &der)?;
+        card.reread(ch)?;
+        Ok(Ok(()))
+    })??;
+    Ok(ObjectId::Certificate(slot))
+}
+
+fn create_private_key(
+    source: &Source,
+    state: &mut SlotState,
+    ctx: Option<&pcsc::Context>,
+    template: &[Attr],
+) -> Result<ObjectId> {
+    let key_type =
+        attr::find_ulong(template, CKA_KEY_TYPE)?.ok_or(Error::new(CKR_TEMPLATE_INCOMPLETE))?;
+    let get = |t| attr::find(template, t).ok_or(Error::new(CKR_TEMPLATE_INCOMPLETE));
+    let slot = match slot_by_id(template) {
+        Some(s) => s,
+        None => slot_by_usage(template)?,
+    };
+    let policy = pin_policy(template)?;
+    match key_type {
+        CKK_RSA => {
+            let modulus = get(CKA_MODULUS)?;
+            let bits = modulus.iter().skip_while(|b| **b == 0).count() * 8;
+            let algorithm = match KeyAlgorithm::rsa_with_bits(bits) {
+                Some(KeyAlgorithm::Rsa1024) | None => return Err(Error::new(CKR_KEY_SIZE_RANGE)),
+                Some(a) => a,
+            };
+            let (p, q) = (get(CKA_PRIME_1)?, get(CKA_PRIME_2)?);
+            let (dp, dq, qinv) = (
+                get(CKA_EXPONENT_1)?,
+                get(CKA_EXPONENT_2)?,
+                get(CKA_COEFFICIENT)?,
+            );
+            let key = keys::ImportKey::Rsa {
+                algorithm,
+                p,
+                q,
+                dp,
+                dq,
+                qinv,
+            };
+            write_key(source, state, ctx, slot, |ch| {
+                keys::import(ch, slot, &key, policy)?;
+                Ok(Ok(()))
+            })?;
+        }
+        CKK_EC => {
+            let algorithm = match Curve::parse_ec_params(get(CKA_EC_PARAMS)?)? {
+                Curve::P256 => KeyAlgorithm::EccP256,
+                Curve::P384 => KeyAlgorithm::EccP384,
+            };
+            let key = keys::ImportKey::Ec {
+                algorithm,
+                scalar: get(CKA_VALUE)?,
+            };
+            write_key(source, state, ctx, slot, |ch| {
+                keys::import(ch, slot, &key, policy)?;
+                Ok(Ok(()))
+            })?;
+        }
+        _ => return Err(Error::new(CKR_KEY_TYPE_INCONSISTENT)),
+    }
+    Ok(ObjectId::PrivateKey(slot))
+}
+
+/// C_DestroyObject for a token object.
+pub fn destroy(
+    source: &Source,
+    state: &mut SlotState,
+    ctx: Option<&pcsc::Context>,
+    id: ObjectId,
+) -> Result<()> {
+    need_user(state)?;
+    let (delete_key, slot) = match id {
+        ObjectId::Certificate(s) => (false, s),
+        ObjectId::PrivateKey(s) => (true, s),
+        ObjectId::PublicKey(_) | ObjectId::Profile => {
+            return Err(Error::new(CKR_ACTION_PROHIBITED))
+        }
+    };
+    state.transact(source, ctx, true, |ch, card| {
+        if let Err(e) = authenticate(ch)? {
+            return Ok(Err(e));
+        }
+        if delete_key {
+            match keys::delete_key(ch, slot) {
+                Ok(()) => {}
+                Err(CardError::Status(StatusWord::InsNotSupported)) => {
+                    return Ok(Err(Error::new(CKR_FUNCTION_REJECTED)));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        admin::delete_certificate(ch, slot)?;
+        card.reread(ch)?;
+        Ok(Ok(()))
+    })?
+}
