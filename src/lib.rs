@@ -5,6 +5,7 @@
 
 pub mod applet;
 pub mod card;
+pub mod manager;
 pub mod pkcs11;
 pub mod token;
 pub mod vcard;

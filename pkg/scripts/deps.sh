@@ -28,6 +28,8 @@ for p in "${APT_PACKAGES[@]}"; do
 done
 # the fuzz targets build libFuzzer (C++) through the cc crate
 command -v c++ >/dev/null || missing+=(g++)
+# tests/interop/lib/x509der.py (certificates signed by the card)
+command -v python3 >/dev/null || missing+=(python3)
 if [ ${#missing[@]} -eq 0 ]; then
   say "apt: all ${#APT_PACKAGES[@]} packages present"
 else

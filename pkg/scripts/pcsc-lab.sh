@@ -31,8 +31,15 @@ usage() { echo "usage: $0 up DIR [PORT] | down DIR | status DIR" >&2; exit 2; }
 
 # port_in_use PORT -> 0 when something listens on TCP PORT
 port_in_use() {
-  ss -Hltn "sport = :$1" 2>/dev/null | grep -q . && return 0
-  return 1
+  if command -v ss >/dev/null; then
+    ss -Hltn "sport = :$1" 2>/dev/null | grep -q .
+    return
+  fi
+  # no iproute2: read the kernel's table (state 0A = LISTEN; port in hex)
+  local hex
+  hex=$(printf '%04X' "$1")
+  cat /proc/net/tcp /proc/net/tcp6 2>/dev/null |
+    awk -v p=":$hex" 'NR > 1 && $4 == "0A" && substr($2, length($2) - 4) == p { f = 1 } END { exit !f }'
 }
 
 pick_port() {

@@ -1,26 +1,140 @@
-//! `tessera`, the control manager. This file only parses the command line and reports; the
-//! work is done by the library (`tessera_pkcs11::vcard`, later the manager use cases).
+//! `tessera`, the control manager. This file parses the command line, asks for secrets and
+//! prints; the use cases live in the library (`tessera_pkcs11::manager`, `::vcard`).
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
+use tessera_pkcs11::manager::{self, certs, pin, secret, status, Options};
 use tessera_pkcs11::vcard::{self, CardFile, CardState};
+use zeroize::Zeroizing;
 
-/// Tessera smart-card control manager.
+/// Tessera smart-card control manager: status, PIN/PUK, loading and renewing e-Certs.
 #[derive(Parser)]
-#[command(name = "tessera", version, about, long_about = None)]
+#[command(name = "tessera", version, about, long_about = None, after_help = EXAMPLES)]
 struct Cli {
+    /// Use the card in the reader whose name contains NAME.
+    #[arg(long, global = true, value_name = "NAME")]
+    reader: Option<String>,
+    /// Use the card with this serial number.
+    #[arg(long, global = true, value_name = "N")]
+    serial: Option<String>,
+    /// Use this virtual card file (also TESSERA_VCARD).
+    #[arg(long, global = true, value_name = "FILE", env = "TESSERA_VCARD")]
+    vcard: Option<PathBuf>,
+    /// Print machine-readable JSON.
+    #[arg(long, global = true)]
+    json: bool,
+    /// Answer yes to confirmations.
+    #[arg(long, global = true)]
+    yes: bool,
+    /// Read the PIN from FILE ('-' for standard input) instead of prompting.
+    #[arg(long, global = true, value_name = "FILE")]
+    pin_file: Option<PathBuf>,
+    /// Read the PUK from FILE ('-' for standard input).
+    #[arg(long, global = true, value_name = "FILE")]
+    puk_file: Option<PathBuf>,
+    /// Read a .p12 password from FILE ('-' for standard input).
+    #[arg(long, global = true, value_name = "FILE")]
+    password_file: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
 
+const EXAMPLES: &str = "Examples:
+  tessera status                          certificates, expiry, PIN/PUK tries left
+  tessera import renewed-ecert.p12        load a renewed e-Cert (asks for the file's password and the PIN)
+  tessera pin change                      change the PIN
+  tessera pin unblock                     set a new PIN with the PUK
+  tessera export --slot 9a -o me.pem      a copy of the certificate for a bank or portal
+  tessera vcard init card.json            a virtual PIV card for testing";
+
 #[derive(Subcommand)]
 enum Command {
+    /// Readers and cards.
+    List,
+    /// Certificates with validity and days left, PIN/PUK tries, factory credentials.
+    Status,
+    /// PIN: change, unblock with the PUK, set retry counts.
+    #[command(subcommand)]
+    Pin(PinCommand),
+    /// PUK: change.
+    #[command(subcommand)]
+    Puk(PukCommand),
+    /// First use: replace the factory PIN and PUK and set a random management key.
+    ///
+    /// Secrets (file/stdin mode): current PIN, new PIN, current PUK, new PUK, one per line.
+    Setup,
+    /// Load an e-Cert (key, certificate, chain) from a PKCS#12 file.
+    ///
+    /// Secrets (file/stdin mode): the .p12 password from --password-file, the PIN from --pin-file.
+    Import {
+        /// The .p12/.pfx file.
+        file: PathBuf,
+        /// Key slot (default: from the certificate's key usage).
+        #[arg(long)]
+        slot: Option<String>,
+        /// Load even an expired certificate.
+        #[arg(long)]
+        force: bool,
+        /// Where a replaced certificate is saved first.
+        #[arg(long, value_name = "DIR")]
+        backup_dir: Option<PathBuf>,
+    },
+    /// Write a copy of a certificate.
+    Export {
+        /// Key slot.
+        #[arg(long, default_value = "9a")]
+        slot: String,
+        /// Output format.
+        #[arg(long, value_enum, default_value = "pem")]
+        format: certs::Format,
+        /// Include the CA chain stored with it.
+        #[arg(long)]
+        chain: bool,
+        /// Output file (default: standard output).
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+    },
+    /// Remove the e-Cert (key and certificate) from a slot.
+    Delete {
+        /// Key slot.
+        #[arg(long)]
+        slot: String,
+    },
+    /// Shell completions.
+    Completions {
+        /// bash, zsh, fish, …
+        shell: clap_complete::Shell,
+    },
     /// The software PIV card (state kept in one file).
     #[command(subcommand)]
     Vcard(VcardCommand),
+}
+
+#[derive(Subcommand)]
+enum PinCommand {
+    /// Change the PIN (asks for the current and the new one).
+    Change,
+    /// Unblock the PIN with the PUK and set a new PIN.
+    Unblock,
+    /// Set how many tries the PIN and the PUK get (asks for both).
+    Retries {
+        /// PIN tries.
+        #[arg(long, default_value_t = 3)]
+        pin: u8,
+        /// PUK tries.
+        #[arg(long, default_value_t = 3)]
+        puk: u8,
+    },
+}
+
+#[derive(Subcommand)]
+enum PukCommand {
+    /// Change the PUK (asks for the current and the new one).
+    Change,
 }
 
 #[derive(Subcommand)]
@@ -29,11 +143,9 @@ enum VcardCommand {
     ///
     /// Example: tessera vcard init ~/.local/share/tessera/card.json --serial 1000001
     Init {
-        /// Card state file to create (refuses to overwrite).
+        /// Card state file to create (refuses to overwrite). The card's serial number
+        /// (GET SERIAL) is the global --serial N, random when omitted.
         file: PathBuf,
-        /// Card serial number (GET SERIAL); random when omitted.
-        #[arg(long)]
-        serial: Option<u32>,
     },
     /// Insert the card into pcscd's vpcd reader until SIGTERM/SIGINT.
     ///
@@ -61,16 +173,212 @@ fn main() -> ExitCode {
     }
 }
 
+fn options(cli: &Cli) -> Options {
+    Options {
+        reader: cli.reader.clone(),
+        serial: cli.serial.clone(),
+        vcard: cli.vcard.clone(),
+        json: cli.json,
+        yes: cli.yes,
+        pin_file: cli.pin_file.clone(),
+        puk_file: cli.puk_file.clone(),
+        password_file: cli.password_file.clone(),
+    }
+}
+
+fn print_json<T: serde::Serialize>(value: &T) -> Result<(), Box<dyn std::error::Error>> {
+    println!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
+}
+
+fn confirm(opts: &Options, question: &str) -> Result<bool, Box<dyn std::error::Error>> {
+    if opts.yes {
+        return Ok(true);
+    }
+    if !std::io::IsTerminal::is_terminal(&std::io::stdin()) {
+        return Err("confirmation needed: add --yes".into());
+    }
+    eprint!("{question} [y/N] ");
+    std::io::stderr().flush()?;
+    let mut answer = String::new();
+    std::io::stdin().read_line(&mut answer)?;
+    Ok(matches!(answer.trim(), "y" | "Y" | "yes"))
+}
+
 fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
+    let opts = options(&cli);
     match cli.command {
-        Command::Vcard(VcardCommand::Init { file, serial }) => {
-            let serial = serial.unwrap_or_else(|| rand::random::<u32>() % 90_000_000 + 10_000_000);
+        Command::List => {
+            manager::start(&opts)?;
+            let cards = manager::cards()?;
+            if opts.json {
+                return print_json(&cards);
+            }
+            if cards.is_empty() {
+                println!("no cards (insert one, or use --vcard FILE)");
+            }
+            for c in cards {
+                println!(
+                    "{}  {}  serial {}  [{}]",
+                    c.reader, c.label, c.serial, c.applet
+                );
+            }
+        }
+        Command::Status => {
+            let card = manager::open(&opts)?;
+            let report = status::status(&card)?;
+            if opts.json {
+                return print_json(&report);
+            }
+            print!("{}", status::render(&report));
+        }
+        Command::Pin(PinCommand::Change) => {
+            let card = manager::open(&opts)?;
+            let [old, new] = two(secret::read_many(
+                &["current PIN", "new PIN"],
+                opts.pin_file.as_deref(),
+            )?)?;
+            pin::change_pin(&card, old.as_bytes(), new.as_bytes())?;
+            println!("PIN changed");
+        }
+        Command::Pin(PinCommand::Unblock) => {
+            let card = manager::open(&opts)?;
+            let [puk, new] = two(secret::read_many(
+                &["PUK", "new PIN"],
+                opts.puk_file.as_deref(),
+            )?)?;
+            pin::unblock(&card, puk.as_bytes(), new.as_bytes())?;
+            println!("PIN unblocked and set");
+        }
+        Command::Pin(PinCommand::Retries { pin: p, puk: k }) => {
+            let card = manager::open(&opts)?;
+            let pin_value = secret::read("PIN", opts.pin_file.as_deref(), false)?;
+            let puk_value = secret::read("PUK", opts.puk_file.as_deref(), false)?;
+            pin::set_retries(&card, pin_value.as_bytes(), puk_value.as_bytes(), p, k)?;
+            println!("PIN tries {p}, PUK tries {k}");
+        }
+        Command::Puk(PukCommand::Change) => {
+            let card = manager::open(&opts)?;
+            let [old, new] = two(secret::read_many(
+                &["current PUK", "new PUK"],
+                opts.puk_file.as_deref(),
+            )?)?;
+            pin::change_puk(&card, old.as_bytes(), new.as_bytes())?;
+            println!("PUK changed");
+        }
+        Command::Setup => {
+            let card = manager::open(&opts)?;
+            let secrets = secret::read_many(
+                &["current PIN", "new PIN", "current PUK", "new PUK"],
+                opts.pin_file.as_deref(),
+            )?;
+            let [pin_old, pin_new, puk_old, puk_new]: [Zeroizing<String>; 4] =
+                secrets.try_into().map_err(|_| "four secrets needed")?;
+            let report = pin::setup(
+                &card,
+                pin_old.as_bytes(),
+                pin_new.as_bytes(),
+                puk_old.as_bytes(),
+                puk_new.as_bytes(),
+            )?;
+            if opts.json {
+                return print_json(&report);
+            }
+            println!("PIN and PUK replaced; a random {} management key is stored PIN-protected on the card", report.management_key);
+        }
+        Command::Import {
+            ref file,
+            ref slot,
+            force,
+            ref backup_dir,
+        } => {
+            let card = manager::open(&opts)?;
+            let password = secret::read(
+                &format!("password for {}", file.display()),
+                opts.password_file.as_deref(),
+                false,
+            )?;
+            let pin_value = secret::read("PIN", opts.pin_file.as_deref(), false)?;
+            let slot = slot.as_deref().map(certs::parse_slot).transpose()?;
+            let backup_dir = backup_dir.clone().unwrap_or_else(default_backup_dir);
+            let report = certs::import(
+                &card,
+                &certs::ImportOptions {
+                    file,
+                    password: &password,
+                    slot,
+                    force,
+                    backup_dir,
+                },
+                pin_value.as_bytes(),
+            )?;
+            if opts.json {
+                return print_json(&report);
+            }
+            println!("loaded {} into slot {}", report.subject, report.slot);
+            if let Some(b) = &report.backup {
+                println!("the replaced certificate was saved to {}", b.display());
+            }
+            println!(
+                "the new key signed a challenge and the certificate verified it: {}",
+                if report.verified { "ok" } else { "FAILED" }
+            );
+            if !report.verified {
+                return Err("the loaded key does not match its certificate".into());
+            }
+        }
+        Command::Export {
+            ref slot,
+            format,
+            chain,
+            ref output,
+        } => {
+            let card = manager::open(&opts)?;
+            let bytes = certs::export(&card, certs::parse_slot(slot)?, format, chain)?;
+            match output {
+                Some(path) => {
+                    std::fs::write(path, &bytes)?;
+                    eprintln!("wrote {}", path.display());
+                }
+                None => std::io::stdout().write_all(&bytes)?,
+            }
+        }
+        Command::Delete { ref slot } => {
+            let slot = certs::parse_slot(slot)?;
+            let card = manager::open(&opts)?;
+            if !confirm(
+                &opts,
+                &format!(
+                    "Remove the key and certificate in slot {slot} from {}?",
+                    card.label
+                ),
+            )? {
+                return Err("nothing was removed".into());
+            }
+            let pin_value = secret::read("PIN", opts.pin_file.as_deref(), false)?;
+            certs::delete(&card, slot, pin_value.as_bytes())?;
+            println!("slot {slot} is now empty");
+        }
+        Command::Completions { shell } => {
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "tessera",
+                &mut std::io::stdout(),
+            );
+        }
+        Command::Vcard(VcardCommand::Init { file }) => {
+            let serial = match &opts.serial {
+                Some(s) => s
+                    .parse::<u32>()
+                    .map_err(|_| format!("--serial must be a number, not {s}"))?,
+                None => rand::random::<u32>() % 90_000_000 + 10_000_000,
+            };
             CardFile::create(&file, &CardState::factory(serial))?;
             println!(
                 "created virtual PIV card {} (serial {serial})",
                 file.display()
             );
-            Ok(())
         }
         Command::Vcard(VcardCommand::Serve { file, vpcd, once }) => {
             let stop = Arc::new(AtomicBool::new(false));
@@ -78,7 +386,20 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
                 signal_hook::flag::register(sig, Arc::clone(&stop))?;
             }
             vcard::vpcd::serve(&file, &vpcd, stop, once)?;
-            Ok(())
         }
     }
+    Ok(())
+}
+
+/// The two secrets of a `read_many` of two.
+fn two(v: Vec<Zeroizing<String>>) -> Result<[Zeroizing<String>; 2], Box<dyn std::error::Error>> {
+    v.try_into().map_err(|_| "two secrets needed".into())
+}
+
+fn default_backup_dir() -> PathBuf {
+    let base = std::env::var_os("XDG_DATA_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/share")))
+        .unwrap_or_else(|| PathBuf::from("."));
+    base.join("tessera/backups")
 }

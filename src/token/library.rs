@@ -793,10 +793,14 @@ impl Library {
                 if objects::is_private(id, entry) && login != Login::User {
                     continue;
                 }
+                let alias = id.slot().and_then(|s| card.id_aliases.get(&s));
                 let matches = template
                     .iter()
                     .all(|a| match objects::attribute(id, entry, a.ty) {
-                        AttrAnswer::Value(v) => v == *a.value,
+                        AttrAnswer::Value(v) => {
+                            v == *a.value
+                                || (a.ty == CKA_ID && alias.is_some_and(|x| *x == *a.value))
+                        }
                         _ => false,
                     });
                 if matches {
@@ -885,24 +889,48 @@ impl Library {
         })
     }
 
-    /// C_SetAttributeValue: token objects are read-only; setting a value to what it already
-    /// is succeeds (NSS does that with labels).
+    /// C_SetAttributeValue. The card stores no labels or IDs, so token objects keep theirs;
+    /// what applications set while filing a key they just created (NSS gives the key the
+    /// certificate's nickname, subject and a hash of its public key as CKA_ID) is accepted on
+    /// key objects: a new CKA_ID becomes an alias find answers to, a label or subject is taken
+    /// as a hint (the subject is the certificate's anyway). Anything else must equal what the
+    /// object already has.
     pub fn set_attributes(
         &self,
         h: CK_SESSION_HANDLE,
         object: CK_OBJECT_HANDLE,
         template: &[Attr],
     ) -> Result<()> {
-        let current = self.get_attributes(
-            h,
-            object,
-            &template.iter().map(|a| a.ty).collect::<Vec<_>>(),
-        )?;
+        let types: Vec<_> = template.iter().map(|a| a.ty).collect();
+        let current = self.get_attributes(h, object, &types)?;
+        let (slot, _) = self.session_slot(h)?;
+        let key_slot = match self.handles.lock().by_handle.get(&object) {
+            Some(Handle::Token(_, ObjectId::PrivateKey(s) | ObjectId::PublicKey(s))) => Some(*s),
+            _ => None,
+        };
+        let mut new_alias = None;
         for (a, cur) in template.iter().zip(current) {
             match cur {
                 AttrAnswer::Value(v) if v == *a.value => {}
                 AttrAnswer::Invalid => return err(CKR_ATTRIBUTE_TYPE_INVALID),
+                AttrAnswer::Value(_) if key_slot.is_some() && a.ty == CKA_ID => {
+                    new_alias = Some(a.value.to_vec())
+                }
+                AttrAnswer::Value(_)
+                    if key_slot.is_some() && matches!(a.ty, CKA_LABEL | CKA_SUBJECT) =>
+                {
+                    log::debug!(
+                        "attribute {:#x} of a card key kept as the card has it",
+                        a.ty
+                    );
+                }
                 _ => return err(CKR_ATTRIBUTE_READ_ONLY),
+            }
+        }
+        if let (Some(alias), Some(ks)) = (new_alias, key_slot) {
+            let mut state = slot.state.lock();
+            if let Some(card) = state.card.as_mut() {
+                card.id_aliases.insert(ks, alias);
             }
         }
         Ok(())
@@ -1399,6 +1427,62 @@ impl Library {
             ),
         );
         Ok(fresh)
+    }
+
+    /// Card administration that PKCS#11 has no words for (the control manager's retry counts,
+    /// management key set-up, …): runs `f` in one transaction on the session's card, after
+    /// authenticating with the management key when `with_management_key`. The user must be
+    /// logged in when `needs_user`. The card is re-read afterwards so the token reflects it.
+    pub fn administer<R>(
+        &self,
+        h: CK_SESSION_HANDLE,
+        needs_user: bool,
+        with_management_key: bool,
+        mut f: impl FnMut(
+            &mut dyn crate::card::Channel,
+            &mut super::slot::Card,
+        ) -> std::result::Result<R, crate::card::CardError>,
+    ) -> Result<R> {
+        let (slot, _) = self.session_slot(h)?;
+        self.with_card(&slot, |state, ctx| {
+            if needs_user && state.login != Login::User {
+                return err(CKR_USER_NOT_LOGGED_IN);
+            }
+            state.transact(&slot.source, ctx, needs_user, |ch, card| {
+                if with_management_key {
+                    if let Err(e) = super::write::authenticate(ch)? {
+                        return Ok(Err(e));
+                    }
+                }
+                let r = f(ch, card)?;
+                card.reread(ch)?;
+                Ok(Ok(r))
+            })?
+        })
+    }
+
+    /// The cached card contents and counters of the session's token (no APDU).
+    pub fn card_snapshot(
+        &self,
+        h: CK_SESSION_HANDLE,
+    ) -> Result<(
+        super::slot::Contents,
+        super::slot::Counter,
+        super::slot::Counter,
+    )> {
+        let (slot, _) = self.session_slot(h)?;
+        self.with_card(&slot, |state, _| {
+            let card = state
+                .card
+                .as_ref()
+                .ok_or(Error::new(CKR_TOKEN_NOT_PRESENT))?;
+            Ok((card.contents.clone(), card.pin, card.puk))
+        })
+    }
+
+    /// Where a slot's card lives.
+    pub fn slot_source(&self, slot_id: CK_SLOT_ID) -> Result<Source> {
+        Ok(self.slot(slot_id)?.source.clone())
     }
 
     /// C_GenerateRandom (from the operating system's generator).

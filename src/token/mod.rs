@@ -103,4 +103,4 @@ pub const LIBRARY_DESCRIPTION: &str = "Tessera PKCS#11 for PIV cards";
 pub mod objects;
 pub mod session;
 pub mod slot;
-mod write;
+pub(crate) mod write;

@@ -121,6 +121,11 @@ pub struct Card {
     pub pin: Counter,
     /// PUK counter.
     pub puk: Counter,
+    /// The PIV applet is known to be selected (no reset or foreign answer since we selected).
+    selected: bool,
+    /// CKA_IDs applications gave keys they created (NSS uses a hash of the public key and
+    /// then looks the key up by it); find matches them as well as the slot's own ID.
+    pub id_aliases: std::collections::HashMap<KeySlot, Vec<u8>>,
 }
 
 /// A slot: its source and, behind a lock, the card in it and the login state.
@@ -210,7 +215,7 @@ impl SlotState {
         self.card.as_mut().ok_or(Error::new(CKR_TOKEN_NOT_PRESENT))
     }
 
-    /// Runs `f` in one transaction on the card (SELECT first). A reset by another process
+    /// Runs `f` in one transaction on the card (SELECT when needed). A reset by another process
     /// logs the token out and fails with CKR_USER_NOT_LOGGED_IN when `needs_login`, else the
     /// operation is run again once on the re-selected card; a removed card kills the slot's
     /// sessions (CKR_DEVICE_REMOVED).
@@ -224,11 +229,27 @@ impl SlotState {
         for attempt in 0..2 {
             let card = self.card(source, ctx)?;
             let mut transport = std::mem::replace(&mut card.transport, Box::new(Detached));
+            // SELECT only when the applet is not known to be selected; if the card answers as
+            // if another application had been selected meanwhile, select and run `f` again.
+            let known = card.selected;
             let out = card::with_transaction(transport.as_mut(), |ch| {
-                piv::select(ch)?;
-                f(ch, card)
+                if !known {
+                    piv::select(ch)?;
+                }
+                match f(ch, card) {
+                    Err(CardError::Status(
+                        crate::card::StatusWord::InsNotSupported
+                        | crate::card::StatusWord::ClaNotSupported
+                        | crate::card::StatusWord::NotFound,
+                    )) if known => {
+                        piv::select(ch)?;
+                        f(ch, card)
+                    }
+                    other => other,
+                }
             });
             card.transport = transport;
+            card.selected = !matches!(out, Err(CardError::Reset | CardError::NoCard));
             match out {
                 Ok(r) => return Ok(r),
                 Err(CardError::Reset) => {
@@ -294,6 +315,8 @@ impl Card {
             contents,
             pin,
             puk,
+            selected: true,
+            id_aliases: std::collections::HashMap::new(),
         })
     }
 

@@ -19,7 +19,7 @@ type CardResult<T> = std::result::Result<T, CardError>;
 
 /// Authenticates with the card's management key (stored PIN-protected, else the default).
 /// The inner error says why no key could be used.
-fn authenticate(ch: &mut dyn Channel) -> CardResult<Result<()>> {
+pub(crate) fn authenticate(ch: &mut dyn Channel) -> CardResult<Result<()>> {
     let meta = keys::reference_metadata(ch, piv::key_ref::MANAGEMENT)?;
     let algorithm = meta
         .and_then(|m| ManagementAlgorithm::from_id(m.algorithm))
@@ -128,8 +128,9 @@ fn write_key(
         if let Err(e) = authenticate(ch)? {
             return Ok(Err(e));
         }
-        let occupied = card.contents.entry(slot).is_some();
-        if occupied && slot == KeySlot::KEY_MANAGEMENT {
+        let old = card.contents.entry(slot).map(|e| e.certificate.is_some());
+        let retired = old.is_some() && slot == KeySlot::KEY_MANAGEMENT;
+        if retired {
             if let Err(e) = retire(ch, card, slot)? {
                 return Ok(Err(e));
             }
@@ -137,6 +138,11 @@ fn write_key(
         if let Err(e) = write(ch)? {
             return Ok(Err(e));
         }
+        // The old certificate certifies a key that is gone: never leave it beside the new one.
+        if old == Some(true) && !retired {
+            admin::delete_certificate(ch, slot)?;
+        }
+        card.id_aliases.remove(&slot);
         card.reread(ch)?;
         Ok(Ok(()))
     })?
@@ -337,6 +343,11 @@ fn create_private_key(
             })?;
         }
         _ => return Err(Error::new(CKR_KEY_TYPE_INCONSISTENT)),
+    }
+    if let Some(id) = attr::find(template, CKA_ID).filter(|id| KeySlot::from_cka_id(id).is_none()) {
+        if let Some(card) = state.card.as_mut() {
+            card.id_aliases.insert(slot, id.to_vec());
+        }
     }
     Ok(ObjectId::PrivateKey(slot))
 }

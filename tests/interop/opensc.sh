@@ -10,10 +10,11 @@ set -uo pipefail
 
 PIN=123456
 CARD="$LAB/opensc.card"
-multiarch=$(dpkg-architecture -qDEB_HOST_MULTIARCH 2>/dev/null || echo x86_64-linux-gnu)
-OPENSC_MOD=${OPENSC_MODULE:-$(dpkg -L opensc-pkcs11 2>/dev/null | grep -m1 "/$multiarch/opensc-pkcs11.so\$" || true)}
-OPENSC_MOD=${OPENSC_MOD:-/usr/lib/$multiarch/opensc-pkcs11.so}
-YKCS11_MOD=${YKCS11_MODULE:-/usr/lib/$multiarch/libykcs11.so}
+# module paths as the packages install them (dpkg -L), with Debian's amd64 paths as fallback
+OPENSC_MOD=${OPENSC_MODULE:-$(dpkg -L opensc-pkcs11 2>/dev/null | grep -m1 '/opensc-pkcs11\.so$' || true)}
+OPENSC_MOD=${OPENSC_MOD:-/usr/lib/x86_64-linux-gnu/opensc-pkcs11.so}
+YKCS11_MOD=${YKCS11_MODULE:-$(dpkg -L ykcs11 2>/dev/null | grep -m1 '/libykcs11\.so$' || true)}
+YKCS11_MOD=${YKCS11_MOD:-/usr/lib/x86_64-linux-gnu/libykcs11.so}
 
 Y() { yubico-piv-tool -r "$READER" "$@"; }
 P() { pkcs11-tool --module "$OPENSC_MOD" "$@"; }

@@ -121,6 +121,14 @@ start_card() {
   return 1
 }
 
+# running PID: the process exists and has not exited (a zombie child still answers kill -0
+# until `wait` reaps it)
+running() {
+  local st
+  st=$(sed -E 's/^[0-9]+ \(.*\) ([A-Za-z]).*/\1/' "/proc/$1/stat" 2>/dev/null) || return 1
+  [ -n "$st" ] && [ "$st" != Z ] && [ "$st" != X ]
+}
+
 # stop_card: SIGTERM the card server, check it exits cleanly and the card is removed
 stop_card() {
   [ -n "$CARD_PID" ] || return 0
@@ -128,12 +136,10 @@ stop_card() {
   CARD_PID=""
   kill -TERM "$pid" 2>/dev/null
   for i in $(seq 1 100); do
-    kill -0 "$pid" 2>/dev/null || break
-    # a zombie child still answers kill -0 until reaped by wait below
-    [ "$(ps -o stat= -p "$pid" 2>/dev/null | cut -c1)" = Z ] && break
+    running "$pid" || break
     sleep 0.1
   done
-  if kill -0 "$pid" 2>/dev/null && [ "$(ps -o stat= -p "$pid" 2>/dev/null | cut -c1)" != Z ]; then
+  if running "$pid"; then
     kill -KILL "$pid" 2>/dev/null
     wait "$pid" 2>/dev/null
     notok "card server exits within 10 s of SIGTERM" "$(tail -n 20 "$CARD_LOG" 2>/dev/null)"

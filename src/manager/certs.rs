@@ -1,0 +1,385 @@
+//! Loading a renewed e-Cert from its PKCS#12 file, exporting a certificate, removing an
+//! e-Cert. Every refusal (wrong password, key and certificate that do not match, expired
+//! certificate, an algorithm the card lacks) happens before the card is touched.
+
+use super::{attr_bytes, attr_ulong, fail, status, with, CardSession, ManagerError, Result};
+use crate::applet::piv::{self, KeySlot};
+use crate::token::mechanism::{self, PublicKey, VerifyOp};
+use crate::token::objects::CertFacts;
+use crate::token::{Attr, MechParam, Mechanism, OutBuf};
+use cryptoki_sys::*;
+use pkcs8::DecodePrivateKey;
+use rsa::traits::{PrivateKeyParts, PublicKeyParts};
+use std::path::{Path, PathBuf};
+use zeroize::Zeroizing;
+
+/// First tag of the per-slot chain objects Tessera keeps (index in [`KeySlot::all`] order).
+pub const CHAIN_TAG_BASE: u32 = 0x5FFF80;
+
+/// The data object holding the CA chain of `slot`.
+pub fn chain_tag(slot: KeySlot) -> u32 {
+    CHAIN_TAG_BASE + KeySlot::all().position(|s| s == slot).unwrap_or(0) as u32
+}
+
+/// A decrypted PKCS#12 file.
+pub struct P12 {
+    /// The private key, PKCS#8 DER.
+    pub key: Zeroizing<Vec<u8>>,
+    /// The holder's certificate.
+    pub certificate: Vec<u8>,
+    /// CA certificates after it.
+    pub chain: Vec<Vec<u8>>,
+}
+
+/// Opens a PKCS#12 file with its password.
+pub fn read_p12(path: &Path, password: &str) -> Result<P12> {
+    let data = std::fs::read(path).map_err(|e| ManagerError {
+        message: format!("cannot read {}: {e}", path.display()),
+    })?;
+    let store = p12_keystore::KeyStore::from_pkcs12(&data, password).map_err(|e| {
+        let text = e.to_string().to_lowercase();
+        let message = if text.contains("mac") || text.contains("unpad") || text.contains("password")
+        {
+            format!(
+                "wrong password for {} (the card was not touched)",
+                path.display()
+            )
+        } else {
+            format!("{} is not a readable PKCS#12 file: {e}", path.display())
+        };
+        ManagerError { message }
+    })?;
+    let Some((_, chain)) = store.private_key_chain() else {
+        return fail(format!("{} holds no private key", path.display()));
+    };
+    let mut certs = chain.chain().iter().map(|c| c.as_der().to_vec());
+    let Some(certificate) = certs.next() else {
+        return fail(format!("{} holds a key but no certificate", path.display()));
+    };
+    Ok(P12 {
+        key: Zeroizing::new(chain.key().to_vec()),
+        certificate,
+        chain: certs.collect(),
+    })
+}
+
+/// The private key's template for C_CreateObject, and its public key.
+fn key_template(pkcs8: &[u8], slot: KeySlot) -> Result<(Vec<Attr>, PublicKey)> {
+    let mut t = vec![
+        attr_ulong(CKA_CLASS, CKO_PRIVATE_KEY),
+        attr_bytes(CKA_ID, &[slot.cka_id()]),
+    ];
+    if let Ok(k) = rsa::RsaPrivateKey::from_pkcs8_der(pkcs8) {
+        let bits = k.size() * 8;
+        if !matches!(bits, 2048 | 3072 | 4096) {
+            return fail(format!(
+                "the card takes RSA keys of 2048, 3072 or 4096 bits, not {bits}"
+            ));
+        }
+        let (Some(p), Some(q), Some(dp), Some(dq), Some(qinv)) = (
+            k.primes().first(),
+            k.primes().get(1),
+            k.dp(),
+            k.dq(),
+            k.crt_coefficient(),
+        ) else {
+            return fail("the RSA key lacks its CRT components");
+        };
+        t.push(attr_ulong(CKA_KEY_TYPE, CKK_RSA));
+        for (ty, v) in [
+            (CKA_MODULUS, k.n()),
+            (CKA_PUBLIC_EXPONENT, k.e()),
+            (CKA_PRIVATE_EXPONENT, k.d()),
+            (CKA_PRIME_1, p),
+            (CKA_PRIME_2, q),
+            (CKA_EXPONENT_1, dp),
+            (CKA_EXPONENT_2, dq),
+            (CKA_COEFFICIENT, &qinv),
+        ] {
+            t.push(attr_bytes(ty, &Zeroizing::new(v.to_bytes_be())));
+        }
+        let pk = PublicKey::Rsa(rsa::RsaPublicKey::from(&k));
+        return Ok((t, pk));
+    }
+    if let Ok(k) = p256::SecretKey::from_pkcs8_der(pkcs8) {
+        t.push(attr_ulong(CKA_KEY_TYPE, CKK_EC));
+        t.push(attr_bytes(
+            CKA_EC_PARAMS,
+            &mechanism::Curve::P256.ec_params_der(),
+        ));
+        t.push(attr_bytes(
+            CKA_VALUE,
+            &Zeroizing::new(k.to_bytes().to_vec()),
+        ));
+        return Ok((t, PublicKey::P256(k.public_key())));
+    }
+    if let Ok(k) = p384::SecretKey::from_pkcs8_der(pkcs8) {
+        t.push(attr_ulong(CKA_KEY_TYPE, CKK_EC));
+        t.push(attr_bytes(
+            CKA_EC_PARAMS,
+            &mechanism::Curve::P384.ec_params_der(),
+        ));
+        t.push(attr_bytes(
+            CKA_VALUE,
+            &Zeroizing::new(k.to_bytes().to_vec()),
+        ));
+        return Ok((t, PublicKey::P384(k.public_key())));
+    }
+    fail("the key's algorithm is not one the card has (RSA 2048/3072/4096, EC P-256/P-384)")
+}
+
+/// The slot an e-Cert belongs in, from its key usage: non-repudiation → signature (9c),
+/// encryption only → key management (9d), else authentication (9a).
+pub fn slot_for(cert: &CertFacts) -> KeySlot {
+    let Some(bits) = cert.key_usage else {
+        return KeySlot::AUTHENTICATION;
+    };
+    let has = |b: u16| bits & (1 << b) != 0;
+    if has(1) {
+        KeySlot::SIGNATURE
+    } else if !has(0) && (has(2) || has(3) || has(4)) {
+        KeySlot::KEY_MANAGEMENT
+    } else {
+        KeySlot::AUTHENTICATION
+    }
+}
+
+/// Parses a slot name ("9a", "9A", "82").
+pub fn parse_slot(s: &str) -> Result<KeySlot> {
+    u8::from_str_radix(s.trim_start_matches("0x"), 16)
+        .ok()
+        .and_then(KeySlot::from_reference)
+        .map_or_else(
+            || fail(format!("{s} is not a PIV key slot (9a, 9c, 9d, 9e, 82–95)")),
+            Ok,
+        )
+}
+
+/// What `tessera import` did.
+#[derive(Debug, serde::Serialize)]
+pub struct ImportReport {
+    /// The slot loaded.
+    pub slot: String,
+    /// Subject of the loaded certificate.
+    pub subject: String,
+    /// Where the replaced certificate was saved, if one was replaced.
+    pub backup: Option<PathBuf>,
+    /// CA certificates stored beside it.
+    pub chain: usize,
+    /// The new key signed a challenge that the certificate verified.
+    pub verified: bool,
+}
+
+/// Options of `tessera import`.
+pub struct ImportOptions<'a> {
+    /// The .p12 file.
+    pub file: &'a Path,
+    /// Its password.
+    pub password: &'a str,
+    /// Slot chosen by the user.
+    pub slot: Option<KeySlot>,
+    /// Load even an expired certificate.
+    pub force: bool,
+    /// Where to save a replaced certificate.
+    pub backup_dir: PathBuf,
+}
+
+/// `tessera import FILE.p12`.
+pub fn import(card: &CardSession, opts: &ImportOptions<'_>, pin: &[u8]) -> Result<ImportReport> {
+    // Everything that can be refused is refused before the card is touched.
+    let p12 = read_p12(opts.file, opts.password)?;
+    let facts = CertFacts::parse(&p12.certificate).ok_or_else(|| ManagerError {
+        message: "the certificate in the file is not X.509".into(),
+    })?;
+    let report = status::cert_report(&p12.certificate).ok_or_else(|| ManagerError {
+        message: "the certificate in the file cannot be read".into(),
+    })?;
+    if report.state == "expired" && !opts.force {
+        return fail(format!(
+            "the certificate expired on {} (use --force to load it anyway; the card was not touched)",
+            report.not_after
+        ));
+    }
+    let slot = opts.slot.unwrap_or_else(|| slot_for(&facts));
+    let (template, key_public) = key_template(&p12.key, slot)?;
+    let cert_public = PublicKey::from_spki_der(&facts.spki).map_err(|_| ManagerError {
+        message: "the certificate's public key cannot be read".into(),
+    })?;
+    if cert_public != key_public {
+        return fail("the private key and the certificate in the file do not belong together (the card was not touched)");
+    }
+
+    card.login_user(pin)?;
+    let (contents, _, _) = with(|lib| lib.card_snapshot(card.handle))?;
+    let backup = match contents.entry(slot).and_then(|e| e.certificate.as_ref()) {
+        Some(old) => Some(save_backup(
+            &opts.backup_dir,
+            &contents.serial,
+            slot,
+            &old.der,
+        )?),
+        None => None,
+    };
+    with(|lib| lib.create_object(card.handle, &template))?;
+    let cert_template = [
+        attr_ulong(CKA_CLASS, CKO_CERTIFICATE),
+        attr_ulong(CKA_CERTIFICATE_TYPE, CKC_X_509),
+        attr_bytes(CKA_ID, &[slot.cka_id()]),
+        attr_bytes(CKA_VALUE, &p12.certificate),
+    ];
+    with(|lib| lib.create_object(card.handle, &cert_template))?;
+    let chain: Vec<u8> = p12.chain.concat();
+    with(|lib| {
+        lib.administer(card.handle, true, true, |ch, _| {
+            piv::put_data(ch, chain_tag(slot), &chain)
+        })
+    })?;
+    let verified = prove_key(card, slot, &cert_public, pin)?;
+    Ok(ImportReport {
+        slot: slot.to_string(),
+        subject: report.subject,
+        backup,
+        chain: p12.chain.len(),
+        verified,
+    })
+}
+
+fn save_backup(dir: &Path, serial: &str, slot: KeySlot, der_bytes: &[u8]) -> Result<PathBuf> {
+    std::fs::create_dir_all(dir)?;
+    let stamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let path = dir.join(format!("tessera-{serial}-{slot}-{stamp}.pem"));
+    std::fs::write(&path, pem(der_bytes, "CERTIFICATE"))?;
+    Ok(path)
+}
+
+/// PEM text of DER bytes.
+pub fn pem(der_bytes: &[u8], label: &str) -> String {
+    use base64ct::{Base64, Encoding};
+    let b64 = Base64::encode_string(der_bytes);
+    let mut out = format!("-----BEGIN {label}-----\n");
+    for line in b64.as_bytes().chunks(64) {
+        out.push_str(&String::from_utf8_lossy(line));
+        out.push('\n');
+    }
+    out.push_str(&format!("-----END {label}-----\n"));
+    out
+}
+
+/// The key in `slot` signs a fresh challenge and the certificate's key verifies it.
+pub fn prove_key(
+    card: &CardSession,
+    slot: KeySlot,
+    public: &PublicKey,
+    pin: &[u8],
+) -> Result<bool> {
+    let key = card
+        .find(&[
+            attr_ulong(CKA_CLASS, CKO_PRIVATE_KEY),
+            attr_bytes(CKA_ID, &[slot.cka_id()]),
+        ])?
+        .first()
+        .copied()
+        .ok_or_else(|| ManagerError {
+            message: format!("no private key in slot {slot} after loading it"),
+        })?;
+    let info = public.key_info();
+    let mech = Mechanism {
+        ty: match info {
+            mechanism::KeyInfo::Rsa { .. } => CKM_SHA256_RSA_PKCS,
+            mechanism::KeyInfo::Ec { .. } => CKM_ECDSA_SHA256,
+        },
+        param: MechParam::None,
+    };
+    let mut challenge = [0u8; 32];
+    rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut challenge);
+    let signature = with(|lib| {
+        lib.sign_init(card.handle, &mech, key)?;
+        let always = matches!(
+            lib.get_attributes(card.handle, key, &[CKA_ALWAYS_AUTHENTICATE])?.first(),
+            Some(crate::token::AttrAnswer::Value(v)) if v.first() == Some(&1)
+        );
+        if always {
+            lib.login(card.handle, CKU_CONTEXT_SPECIFIC, pin)?;
+        }
+        let len = lib.sign(card.handle, &challenge, OutBuf::Query)?;
+        let mut sig = vec![0u8; len];
+        let n = lib.sign(card.handle, &challenge, OutBuf::Into(&mut sig))?;
+        sig.truncate(n);
+        Ok(sig)
+    })?;
+    let mut op = VerifyOp::new(&mech, info)?;
+    op.update(&challenge)?;
+    Ok(op.verify(public, &signature).is_ok())
+}
+
+/// Output format of `tessera export`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    /// Base64 text.
+    Pem,
+    /// Binary.
+    Der,
+}
+
+/// `tessera export`: the certificate of `slot` (and its stored chain).
+pub fn export(card: &CardSession, slot: KeySlot, format: Format, chain: bool) -> Result<Vec<u8>> {
+    let (contents, _, _) = with(|lib| lib.card_snapshot(card.handle))?;
+    let Some(cert) = contents.entry(slot).and_then(|e| e.certificate.clone()) else {
+        return fail(format!("slot {slot} holds no certificate"));
+    };
+    let mut ders = vec![cert.der];
+    if chain {
+        let stored = with(|lib| {
+            lib.administer(card.handle, false, false, |ch, _| {
+                piv::get_data(ch, chain_tag(slot))
+            })
+        })?;
+        let mut rest = stored.unwrap_or_default();
+        while !rest.is_empty() {
+            let (_, _, next) = crate::card::tlv::take_do(&rest).map_err(|_| ManagerError {
+                message: "the stored chain is damaged".into(),
+            })?;
+            let len = rest.len() - next.len();
+            ders.push(rest.get(..len).unwrap_or_default().to_vec());
+            rest = next.to_vec();
+        }
+    }
+    Ok(match format {
+        Format::Pem => ders
+            .iter()
+            .map(|d| pem(d, "CERTIFICATE"))
+            .collect::<String>()
+            .into_bytes(),
+        Format::Der => ders.concat(),
+    })
+}
+
+/// `tessera delete`: removes the e-Cert (key and certificate) from `slot`.
+pub fn delete(card: &CardSession, slot: KeySlot, pin: &[u8]) -> Result<()> {
+    card.login_user(pin)?;
+    let key = card.find(&[
+        attr_ulong(CKA_CLASS, CKO_PRIVATE_KEY),
+        attr_bytes(CKA_ID, &[slot.cka_id()]),
+    ])?;
+    let cert = card.find(&[
+        attr_ulong(CKA_CLASS, CKO_CERTIFICATE),
+        attr_bytes(CKA_ID, &[slot.cka_id()]),
+    ])?;
+    if key.is_empty() && cert.is_empty() {
+        return fail(format!("slot {slot} is already empty"));
+    }
+    if let Some(k) = key.first() {
+        match with(|lib| lib.destroy_object(card.handle, *k)) {
+            Ok(()) => return Ok(()),
+            Err(e) if cert.is_empty() => return Err(e),
+            Err(_) => {}
+        }
+    }
+    if let Some(c) = cert.first() {
+        with(|lib| lib.destroy_object(card.handle, *c))?;
+    }
+    Ok(())
+}

@@ -1,0 +1,263 @@
+//! The control manager's use cases: what a card holder or a help desk does with the card that
+//! PKCS#11 has no words for. Every use case runs over the same core as the module
+//! ([`crate::token::Library`]: sessions, login, objects) plus its narrow administration hook;
+//! nothing here sends an APDU of its own.
+
+pub mod certs;
+pub mod pin;
+pub mod secret;
+pub mod status;
+
+use crate::token::{self, library, Attr, Error as TokenError};
+use cryptoki_sys::*;
+use std::fmt;
+use std::path::PathBuf;
+
+/// A failure told to the user in words, with the process exit code.
+#[derive(Debug)]
+pub struct ManagerError {
+    /// What went wrong and, where possible, what to do.
+    pub message: String,
+}
+
+impl fmt::Display for ManagerError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for ManagerError {}
+
+/// Result of a manager use case.
+pub type Result<T> = std::result::Result<T, ManagerError>;
+
+/// An error with this message.
+pub fn fail<T>(message: impl Into<String>) -> Result<T> {
+    Err(ManagerError {
+        message: message.into(),
+    })
+}
+
+impl From<TokenError> for ManagerError {
+    fn from(e: TokenError) -> Self {
+        let message = match e.rv() {
+            CKR_PIN_INCORRECT => "wrong PIN or PUK".to_owned(),
+            CKR_PIN_LOCKED => "blocked: no tries left".to_owned(),
+            CKR_PIN_LEN_RANGE => "PINs and PUKs are 6 to 8 characters (nothing was sent to the card)".to_owned(),
+            CKR_TOKEN_NOT_PRESENT | CKR_DEVICE_REMOVED => "no card in the reader".to_owned(),
+            CKR_TOKEN_NOT_RECOGNIZED => "the card has no PIV application".to_owned(),
+            CKR_USER_NOT_LOGGED_IN => "the card was reset by another program; try again".to_owned(),
+            CKR_FUNCTION_FAILED => {
+                "the card's management key is unknown (neither stored PIN-protected nor the factory default); run `tessera setup` on a card you set up with another tool's key".to_owned()
+            }
+            CKR_FUNCTION_REJECTED => "the card cannot keep the old key (no MOVE KEY); refusing to overwrite it".to_owned(),
+            CKR_DEVICE_MEMORY => "the card is full (all retired key slots used)".to_owned(),
+            rv => format!("card operation failed (PKCS#11 error {rv:#x})"),
+        };
+        ManagerError { message }
+    }
+}
+
+impl From<std::io::Error> for ManagerError {
+    fn from(e: std::io::Error) -> Self {
+        ManagerError {
+            message: e.to_string(),
+        }
+    }
+}
+
+/// How the user picked a card, and how they want answers.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// `--reader NAME`: a reader whose name contains this.
+    pub reader: Option<String>,
+    /// `--serial N`: the card with this serial.
+    pub serial: Option<String>,
+    /// `--vcard FILE`: a virtual card file (also taken from TESSERA_VCARD).
+    pub vcard: Option<PathBuf>,
+    /// Machine-readable output.
+    pub json: bool,
+    /// Answer confirmations with yes.
+    pub yes: bool,
+    /// Where to read the PIN (file or `-` for standard input).
+    pub pin_file: Option<PathBuf>,
+    /// Where to read the PUK.
+    pub puk_file: Option<PathBuf>,
+    /// Where to read a .p12 password.
+    pub password_file: Option<PathBuf>,
+}
+
+/// An open read/write session on the chosen card.
+pub struct CardSession {
+    /// Session handle in the core.
+    pub handle: CK_SESSION_HANDLE,
+    /// Its slot.
+    pub slot: CK_SLOT_ID,
+    /// What the user sees as the card's name.
+    pub label: String,
+}
+
+/// Starts the core once for this process, with the virtual card the options name.
+pub fn start(opts: &Options) -> Result<()> {
+    if let Some(path) = &opts.vcard {
+        std::env::set_var(crate::vcard::ENV_VCARD, path);
+    }
+    match library::initialize() {
+        Ok(()) => Ok(()),
+        Err(e) if e.rv() == CKR_CRYPTOKI_ALREADY_INITIALIZED => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Runs `f` with the core library.
+pub fn with<R>(f: impl FnOnce(&token::Library) -> token::Result<R>) -> Result<R> {
+    Ok(library::with(f)?)
+}
+
+/// A card the user can pick.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct CardChoice {
+    /// Slot ID.
+    pub slot: CK_SLOT_ID,
+    /// Reader or virtual card.
+    pub reader: String,
+    /// Token label.
+    pub label: String,
+    /// Card serial.
+    pub serial: String,
+    /// Card application.
+    pub applet: String,
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).trim_end().to_owned()
+}
+
+/// Every present card.
+pub fn cards() -> Result<Vec<CardChoice>> {
+    with(|lib| {
+        let mut out = Vec::new();
+        for slot in lib.slot_list(true)? {
+            let info = lib.slot_info(slot)?;
+            let Ok(token) = lib.token_info(slot) else {
+                continue;
+            };
+            out.push(CardChoice {
+                slot,
+                reader: text(&info.slotDescription),
+                label: text(&token.label),
+                serial: text(&token.serialNumber),
+                applet: "PIV".into(),
+            });
+        }
+        Ok(out)
+    })
+}
+
+/// Opens a read/write session on the card the options pick (the only card when there is one).
+pub fn open(opts: &Options) -> Result<CardSession> {
+    start(opts)?;
+    let all = cards()?;
+    let picked: Vec<&CardChoice> = all
+        .iter()
+        .filter(|c| {
+            opts.reader
+                .as_ref()
+                .is_none_or(|r| c.reader.contains(r.as_str()))
+        })
+        .filter(|c| opts.serial.as_ref().is_none_or(|s| &c.serial == s))
+        .collect();
+    let card = match picked.as_slice() {
+        [one] => (*one).clone(),
+        [] if all.is_empty() => {
+            return fail("no card found: insert a card, or name a virtual card with --vcard FILE (run `tessera doctor`)")
+        }
+        [] => return fail("no card matches --reader/--serial (see `tessera list`)"),
+        _ => return fail("several cards are present: pick one with --reader NAME or --serial N (see `tessera list`)"),
+    };
+    let handle = with(|lib| lib.open_session(card.slot, CKF_SERIAL_SESSION | CKF_RW_SESSION))?;
+    Ok(CardSession {
+        handle,
+        slot: card.slot,
+        label: card.label,
+    })
+}
+
+impl CardSession {
+    /// Logs in with the PIN; a wrong PIN reports the tries left read back from the card.
+    pub fn login_user(&self, pin: &[u8]) -> Result<()> {
+        match with(|lib| lib.login(self.handle, CKU_USER, pin)) {
+            Ok(()) => Ok(()),
+            Err(e) => Err(self.explain(e, true)),
+        }
+    }
+
+    /// Logs in as security officer with the PUK.
+    pub fn login_so(&self, puk: &[u8]) -> Result<()> {
+        match with(|lib| lib.login(self.handle, CKU_SO, puk)) {
+            Ok(()) => Ok(()),
+            Err(e) => Err(self.explain(e, false)),
+        }
+    }
+
+    /// Turns a PIN/PUK failure into words with the counter the card reported.
+    pub fn explain(&self, e: ManagerError, pin: bool) -> ManagerError {
+        let what = if pin { "PIN" } else { "PUK" };
+        let counter = with(|lib| lib.card_snapshot(self.handle))
+            .ok()
+            .map(|(_, p, k)| if pin { p } else { k });
+        let tries = counter.and_then(|c| c.tries_left);
+        let message = match (e.message.as_str(), tries) {
+            ("wrong PIN or PUK", Some(0)) | ("blocked: no tries left", _) if pin => {
+                "the PIN is blocked: unblock it with the PUK (`tessera pin unblock`)".to_owned()
+            }
+            ("wrong PIN or PUK", Some(0)) | ("blocked: no tries left", _) => {
+                "the PUK is blocked: the card can only be reset to factory state (all keys are lost)".to_owned()
+            }
+            ("wrong PIN or PUK", Some(n)) => format!("wrong {what}: {n} {} left", if n == 1 { "try" } else { "tries" }),
+            ("wrong PIN or PUK", None) => format!("wrong {what}"),
+            _ => e.message,
+        };
+        ManagerError { message }
+    }
+
+    /// Finds token objects matching `template`.
+    pub fn find(&self, template: &[Attr]) -> Result<Vec<CK_OBJECT_HANDLE>> {
+        with(|lib| {
+            lib.find_init(self.handle, template)?;
+            let found = lib.find(self.handle, 1024);
+            lib.find_final(self.handle)?;
+            found
+        })
+    }
+}
+
+impl Drop for CardSession {
+    fn drop(&mut self) {
+        let _ = library::with(|lib| lib.close_session(self.handle));
+    }
+}
+
+/// An attribute for a find template.
+pub fn attr_ulong(ty: CK_ATTRIBUTE_TYPE, v: CK_ULONG) -> Attr {
+    Attr {
+        ty,
+        value: zeroize::Zeroizing::new(token::attr::ulong(v)),
+    }
+}
+
+/// A byte-string attribute.
+pub fn attr_bytes(ty: CK_ATTRIBUTE_TYPE, v: &[u8]) -> Attr {
+    Attr {
+        ty,
+        value: zeroize::Zeroizing::new(v.to_vec()),
+    }
+}
+
+/// A boolean attribute.
+pub fn attr_bool(ty: CK_ATTRIBUTE_TYPE, v: bool) -> Attr {
+    Attr {
+        ty,
+        value: zeroize::Zeroizing::new(token::attr::bool(v)),
+    }
+}

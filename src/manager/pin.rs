@@ -1,0 +1,127 @@
+//! PIN and PUK use cases: change, unblock, retry counts, and first-use set-up (replace the
+//! factory PIN and PUK, and a random management key stored PIN-protected the way ykman does).
+
+use super::{fail, with, CardSession, Result};
+use crate::applet::piv::{self, admin, ManagementAlgorithm};
+use cryptoki_sys::*;
+use zeroize::Zeroizing;
+
+fn check_format(what: &str, v: &[u8]) -> Result<()> {
+    if piv::pad_pin(v).is_none() {
+        return fail(format!(
+            "the {what} must be 6 to 8 characters (nothing was sent to the card)"
+        ));
+    }
+    Ok(())
+}
+
+/// `tessera pin change`: old PIN → new PIN.
+pub fn change_pin(card: &CardSession, old: &[u8], new: &[u8]) -> Result<()> {
+    check_format("new PIN", new)?;
+    with(|lib| lib.set_pin(card.handle, old, new)).map_err(|e| card.explain(e, true))
+}
+
+/// `tessera puk change`: old PUK → new PUK.
+pub fn change_puk(card: &CardSession, old: &[u8], new: &[u8]) -> Result<()> {
+    check_format("new PUK", new)?;
+    card.login_so(old)?;
+    let r = with(|lib| lib.set_pin(card.handle, old, new)).map_err(|e| card.explain(e, false));
+    let _ = with(|lib| lib.logout(card.handle));
+    r
+}
+
+/// `tessera pin unblock`: the PUK sets a new PIN and resets its counter.
+pub fn unblock(card: &CardSession, puk: &[u8], new_pin: &[u8]) -> Result<()> {
+    check_format("new PIN", new_pin)?;
+    card.login_so(puk)?;
+    let r = with(|lib| lib.init_pin(card.handle, new_pin)).map_err(|e| card.explain(e, false));
+    let _ = with(|lib| lib.logout(card.handle));
+    r
+}
+
+/// `tessera pin retries`: sets how many tries the PIN and PUK get. The card resets both to
+/// their factory values when it does this (as YubiKeys do), so the holder's PIN and PUK are
+/// put back right after.
+pub fn set_retries(
+    card: &CardSession,
+    pin: &[u8],
+    puk: &[u8],
+    pin_tries: u8,
+    puk_tries: u8,
+) -> Result<()> {
+    if !(1..=15).contains(&pin_tries) || !(1..=15).contains(&puk_tries) {
+        return fail("try counts must be between 1 and 15");
+    }
+    check_format("PUK", puk)?;
+    card.login_user(pin)?;
+    let (pin, puk) = (Zeroizing::new(pin.to_vec()), Zeroizing::new(puk.to_vec()));
+    with(|lib| {
+        lib.administer(card.handle, true, true, |ch, _| {
+            let cmd = crate::card::Command::new(0xFA, pin_tries, puk_tries).with_le(None);
+            crate::card::exchange(ch, &cmd)?.success()?;
+            if &pin[..] != b"123456" {
+                piv::admin::change_reference(ch, piv::key_ref::PIN, b"123456", &pin)?;
+            }
+            if &puk[..] != b"12345678" {
+                piv::admin::change_reference(ch, piv::key_ref::PUK, b"12345678", &puk)?;
+            }
+            Ok(())
+        })
+    })?;
+    Ok(())
+}
+
+/// What `tessera setup` did.
+#[derive(Debug, serde::Serialize)]
+pub struct SetupReport {
+    /// The PIN was replaced.
+    pub pin_changed: bool,
+    /// The PUK was replaced.
+    pub puk_changed: bool,
+    /// Algorithm of the new management key.
+    pub management_key: String,
+}
+
+/// `tessera setup`: first use of a card.
+pub fn setup(
+    card: &CardSession,
+    pin: &[u8],
+    new_pin: &[u8],
+    puk: &[u8],
+    new_puk: &[u8],
+) -> Result<SetupReport> {
+    check_format("new PIN", new_pin)?;
+    check_format("new PUK", new_puk)?;
+    if new_pin == b"123456" || new_puk == b"12345678" {
+        return fail("choose a PIN and PUK other than the factory values");
+    }
+    change_puk(card, puk, new_puk)?;
+    change_pin(card, pin, new_pin)?;
+    card.login_user(new_pin)?;
+    let version = with(|lib| lib.card_snapshot(card.handle))?.0.version;
+    // AES-192 where the card has it (YubiKey 5.4 and later, the virtual card), else 3DES.
+    let algorithm = match version {
+        Some([major, minor, _]) if (major, minor) >= (5, 4) => ManagementAlgorithm::Aes192,
+        _ => ManagementAlgorithm::TripleDes,
+    };
+    let mut key = Zeroizing::new(vec![0u8; algorithm.key_len()]);
+    rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut key);
+    with(|lib| {
+        lib.administer(card.handle, true, true, |ch, _| {
+            admin::set_management_key(ch, algorithm, &key)?;
+            piv::authenticate_management(ch, algorithm, &key)?;
+            admin::store_management_key(ch, &key)
+        })
+    })?;
+    let _ = with(|lib| lib.logout(card.handle));
+    Ok(SetupReport {
+        pin_changed: true,
+        puk_changed: true,
+        management_key: format!("{algorithm:?}"),
+    })
+}
+
+/// Whether a failure was a wrong credential (for exit codes).
+pub fn is_wrong_credential(rv: CK_RV) -> bool {
+    matches!(rv, CKR_PIN_INCORRECT | CKR_PIN_LOCKED)
+}

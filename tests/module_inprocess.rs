@@ -1,0 +1,1761 @@
+//! The PKCS#11 module through the `cryptoki` crate, against in-process virtual cards
+//! (TESSERA_VCARD). Every test gets a factory-fresh card and its own C_Initialize/C_Finalize,
+//! and checks what the module says against a party that does not go through it: the card file
+//! read back with the host PIV driver over a transport of our own (PIN/PUK counters,
+//! certificates, Key History), and signatures, decryptions and shared secrets recomputed
+//! with RustCrypto on the host.
+//!
+//! Build the module first (`cargo build`); see tests/module_common/mod.rs for how it is found.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+
+mod module_common;
+
+use cryptoki::error::{Error, RvError};
+use cryptoki::mechanism::rsa::{PkcsMgfType, PkcsOaepParams, PkcsOaepSource, PkcsPssParams};
+use cryptoki::mechanism::{Mechanism, MechanismType};
+use cryptoki::object::{
+    Attribute, AttributeInfo, AttributeType, KeyType, ObjectClass, ObjectHandle, ProfileIdType,
+};
+use cryptoki::session::{Session, SessionState, UserType};
+use cryptoki_sys::*;
+use module_common::*;
+use rsa::traits::PublicKeyParts;
+use sha2::Digest;
+use tessera_pkcs11::applet::piv::{admin, keys, KeySlot, PinStatus};
+
+const MESSAGE: &[u8] = b"Tessera signs this message for the module tests";
+
+// ---- host-side hashing and RSA checks ----------------------------------------------------------
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Hash {
+    Sha1,
+    Sha224,
+    Sha256,
+    Sha384,
+    Sha512,
+}
+
+const HASHES: [Hash; 5] = [
+    Hash::Sha1,
+    Hash::Sha224,
+    Hash::Sha256,
+    Hash::Sha384,
+    Hash::Sha512,
+];
+
+impl Hash {
+    fn digest(self, data: &[u8]) -> Vec<u8> {
+        match self {
+            Self::Sha1 => sha1::Sha1::digest(data).to_vec(),
+            Self::Sha224 => sha2::Sha224::digest(data).to_vec(),
+            Self::Sha256 => sha2::Sha256::digest(data).to_vec(),
+            Self::Sha384 => sha2::Sha384::digest(data).to_vec(),
+            Self::Sha512 => sha2::Sha512::digest(data).to_vec(),
+        }
+    }
+
+    fn len(self) -> usize {
+        self.digest(b"").len()
+    }
+
+    fn mechanism_type(self) -> MechanismType {
+        match self {
+            Self::Sha1 => MechanismType::SHA1,
+            Self::Sha224 => MechanismType::SHA224,
+            Self::Sha256 => MechanismType::SHA256,
+            Self::Sha384 => MechanismType::SHA384,
+            Self::Sha512 => MechanismType::SHA512,
+        }
+    }
+
+    fn ck_mechanism(self) -> CK_MECHANISM_TYPE {
+        match self {
+            Self::Sha1 => CKM_SHA_1,
+            Self::Sha224 => CKM_SHA224,
+            Self::Sha256 => CKM_SHA256,
+            Self::Sha384 => CKM_SHA384,
+            Self::Sha512 => CKM_SHA512,
+        }
+    }
+
+    fn mgf(self) -> PkcsMgfType {
+        match self {
+            Self::Sha1 => PkcsMgfType::MGF1_SHA1,
+            Self::Sha224 => PkcsMgfType::MGF1_SHA224,
+            Self::Sha256 => PkcsMgfType::MGF1_SHA256,
+            Self::Sha384 => PkcsMgfType::MGF1_SHA384,
+            Self::Sha512 => PkcsMgfType::MGF1_SHA512,
+        }
+    }
+
+    fn ck_mgf(self) -> CK_RSA_PKCS_MGF_TYPE {
+        match self {
+            Self::Sha1 => CKG_MGF1_SHA1,
+            Self::Sha224 => CKG_MGF1_SHA224,
+            Self::Sha256 => CKG_MGF1_SHA256,
+            Self::Sha384 => CKG_MGF1_SHA384,
+            Self::Sha512 => CKG_MGF1_SHA512,
+        }
+    }
+
+    /// The digest mechanism.
+    fn digest_mechanism(self) -> Mechanism<'static> {
+        match self {
+            Self::Sha1 => Mechanism::Sha1,
+            Self::Sha224 => Mechanism::Sha224,
+            Self::Sha256 => Mechanism::Sha256,
+            Self::Sha384 => Mechanism::Sha384,
+            Self::Sha512 => Mechanism::Sha512,
+        }
+    }
+
+    /// SHAx_RSA_PKCS.
+    fn rsa_pkcs(self) -> Mechanism<'static> {
+        match self {
+            Self::Sha1 => Mechanism::Sha1RsaPkcs,
+            Self::Sha224 => Mechanism::Sha224RsaPkcs,
+            Self::Sha256 => Mechanism::Sha256RsaPkcs,
+            Self::Sha384 => Mechanism::Sha384RsaPkcs,
+            Self::Sha512 => Mechanism::Sha512RsaPkcs,
+        }
+    }
+
+    /// SHAx_RSA_PKCS_PSS with salt = hash length (`None` for SHA-224: cryptoki 0.12 has no
+    /// name for it, see [`Hash::ck_rsa_pss`]).
+    fn rsa_pss(self) -> Option<Mechanism<'static>> {
+        let p = self.pss_params();
+        Some(match self {
+            Self::Sha1 => Mechanism::Sha1RsaPkcsPss(p),
+            Self::Sha224 => return None,
+            Self::Sha256 => Mechanism::Sha256RsaPkcsPss(p),
+            Self::Sha384 => Mechanism::Sha384RsaPkcsPss(p),
+            Self::Sha512 => Mechanism::Sha512RsaPkcsPss(p),
+        })
+    }
+
+    fn ck_rsa_pss(self) -> CK_MECHANISM_TYPE {
+        match self {
+            Self::Sha1 => CKM_SHA1_RSA_PKCS_PSS,
+            Self::Sha224 => CKM_SHA224_RSA_PKCS_PSS,
+            Self::Sha256 => CKM_SHA256_RSA_PKCS_PSS,
+            Self::Sha384 => CKM_SHA384_RSA_PKCS_PSS,
+            Self::Sha512 => CKM_SHA512_RSA_PKCS_PSS,
+        }
+    }
+
+    fn pss_params(self) -> PkcsPssParams {
+        PkcsPssParams {
+            hash_alg: self.mechanism_type(),
+            mgf: self.mgf(),
+            s_len: (self.len() as u64).into(),
+        }
+    }
+
+    /// ECDSA_SHAx.
+    fn ecdsa(self) -> Mechanism<'static> {
+        match self {
+            Self::Sha1 => Mechanism::EcdsaSha1,
+            Self::Sha224 => Mechanism::EcdsaSha224,
+            Self::Sha256 => Mechanism::EcdsaSha256,
+            Self::Sha384 => Mechanism::EcdsaSha384,
+            Self::Sha512 => Mechanism::EcdsaSha512,
+        }
+    }
+
+    /// The rsa crate's PKCS#1 v1.5 signature scheme for this hash.
+    fn pkcs1v15(self) -> rsa::Pkcs1v15Sign {
+        match self {
+            // sha1's `oid` feature is not enabled: DigestInfo prefix of RFC 8017 §9.2 note 1.
+            Self::Sha1 => rsa::Pkcs1v15Sign {
+                hash_len: Some(20),
+                prefix: Box::new([
+                    0x30, 0x21, 0x30, 0x09, 0x06, 0x05, 0x2b, 0x0e, 0x03, 0x02, 0x1a, 0x05, 0x00,
+                    0x04, 0x14,
+                ]),
+            },
+            Self::Sha224 => rsa::Pkcs1v15Sign::new::<sha2::Sha224>(),
+            Self::Sha256 => rsa::Pkcs1v15Sign::new::<sha2::Sha256>(),
+            Self::Sha384 => rsa::Pkcs1v15Sign::new::<sha2::Sha384>(),
+            Self::Sha512 => rsa::Pkcs1v15Sign::new::<sha2::Sha512>(),
+        }
+    }
+
+    /// The rsa crate's PSS scheme (MGF1 with the same hash) that insists on `salt` bytes.
+    fn pss(self, salt: usize) -> rsa::Pss {
+        match self {
+            Self::Sha1 => rsa::Pss::new_with_salt::<sha1::Sha1>(salt),
+            Self::Sha224 => rsa::Pss::new_with_salt::<sha2::Sha224>(salt),
+            Self::Sha256 => rsa::Pss::new_with_salt::<sha2::Sha256>(salt),
+            Self::Sha384 => rsa::Pss::new_with_salt::<sha2::Sha384>(salt),
+            Self::Sha512 => rsa::Pss::new_with_salt::<sha2::Sha512>(salt),
+        }
+    }
+
+    fn oaep(self) -> rsa::Oaep {
+        match self {
+            Self::Sha1 => rsa::Oaep::new::<sha1::Sha1>(),
+            Self::Sha224 => rsa::Oaep::new::<sha2::Sha224>(),
+            Self::Sha256 => rsa::Oaep::new::<sha2::Sha256>(),
+            Self::Sha384 => rsa::Oaep::new::<sha2::Sha384>(),
+            Self::Sha512 => rsa::Oaep::new::<sha2::Sha512>(),
+        }
+    }
+}
+
+/// DER DigestInfo(SHA-256, hash) — what CKM_RSA_PKCS signs for a SHA-256 signature.
+fn digest_info_sha256(hash: &[u8]) -> Vec<u8> {
+    let mut out = vec![
+        0x30, 0x31, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x01,
+        0x05, 0x00, 0x04, 0x20,
+    ];
+    out.extend_from_slice(hash);
+    out
+}
+
+#[track_caller]
+fn rsa_verifies(
+    key: &rsa::RsaPublicKey,
+    scheme: impl rsa::traits::SignatureScheme,
+    hashed: &[u8],
+    sig: &[u8],
+) {
+    key.verify(scheme, hashed, sig)
+        .unwrap_or_else(|e| panic!("host RSA verification failed: {e}"));
+}
+
+/// s^e mod n, left-padded to the modulus length (what CKM_RSA_X_509 signed).
+fn rsa_raw_public(key: &rsa::RsaPublicKey, sig: &[u8]) -> Vec<u8> {
+    let m = rsa::BigUint::from_bytes_be(sig).modpow(key.e(), key.n());
+    let bytes = m.to_bytes_be();
+    let mut out = vec![0u8; key.size() - bytes.len()];
+    out.extend_from_slice(&bytes);
+    out
+}
+
+// ---- library, slots, tokens, mechanisms --------------------------------------------------------
+
+#[test]
+fn library_slot_and_token_info() {
+    let f = Fresh::new(4_100_001);
+    let info = f.p11().get_library_info().unwrap();
+    let v = info.cryptoki_version();
+    assert!(
+        (v.major(), v.minor()) == (2, 40) || v.major() == 3,
+        "cryptoki version {v:?}"
+    );
+    assert!(!info.manufacturer_id().is_empty());
+
+    let all = f.p11().get_all_slots().unwrap();
+    assert_eq!(all[0], f.slot, "the virtual card is the first slot");
+    let with_token = f.p11().get_slots_with_token().unwrap();
+    assert!(with_token.contains(&f.slot));
+
+    let slot = f.p11().get_slot_info(f.slot).unwrap();
+    assert!(slot.removable_device(), "CKF_REMOVABLE_DEVICE");
+    assert!(slot.token_present(), "CKF_TOKEN_PRESENT");
+    assert!(
+        !slot.slot_description().is_empty(),
+        "slot description is set"
+    );
+
+    let token = f.p11().get_token_info(f.slot).unwrap();
+    assert_eq!(token.label(), format!("Tessera PIV #{}", f.serial));
+    assert_eq!(token.serial_number(), f.serial.to_string());
+    assert_eq!(token.model(), "PIV");
+    assert!(token.rng());
+    assert!(token.login_required());
+    assert!(token.user_pin_initialized());
+    assert!(token.token_initialized());
+    assert!(
+        token.user_pin_to_be_changed(),
+        "a factory card has CKF_USER_PIN_TO_BE_CHANGED"
+    );
+    assert!(
+        token.so_pin_to_be_changed(),
+        "a factory card has CKF_SO_PIN_TO_BE_CHANGED"
+    );
+    assert!(!token.user_pin_count_low());
+    assert!(!token.user_pin_final_try());
+    assert!(!token.user_pin_locked());
+    assert!(!token.protected_authentication_path());
+    assert_eq!(token.min_pin_length(), 6);
+    assert_eq!(token.max_pin_length(), 8);
+    assert_eq!(token.session_count(), Some(0));
+}
+
+#[test]
+fn removed_card_leaves_an_empty_slot() {
+    let f = Fresh::new(4_100_002);
+    // The initial state counts as an event for a present card; then nothing happens.
+    let first = f.p11().get_slot_event().unwrap();
+    assert_eq!(first, Some(f.slot));
+    assert_eq!(f.p11().get_slot_event().unwrap(), None);
+
+    let s = f.ro();
+    let count = f.p11().get_all_slots().unwrap().len();
+    let away = f.card.with_extension("away");
+    std::fs::rename(&f.card, &away).unwrap();
+
+    assert_eq!(f.p11().get_slot_event().unwrap(), Some(f.slot));
+    assert_eq!(
+        f.p11().get_all_slots().unwrap().len(),
+        count,
+        "slot list never shrinks"
+    );
+    assert!(!f.p11().get_slots_with_token().unwrap().contains(&f.slot));
+    let info = f.p11().get_slot_info(f.slot).unwrap();
+    assert!(info.removable_device());
+    assert!(!info.token_present());
+    assert_rv(f.p11().get_token_info(f.slot), RvError::TokenNotPresent);
+    assert_rv(f.p11().open_ro_session(f.slot), RvError::TokenNotPresent);
+    let rv = rv_of(s.get_session_info());
+    assert!(
+        matches!(rv, RvError::SessionHandleInvalid | RvError::DeviceRemoved),
+        "a session of a removed card: {rv:?}"
+    );
+
+    std::fs::rename(&away, &f.card).unwrap();
+    assert_eq!(f.p11().get_slot_event().unwrap(), Some(f.slot));
+    assert!(f.p11().get_slot_info(f.slot).unwrap().token_present());
+    let token = f.p11().get_token_info(f.slot).unwrap();
+    assert_eq!(token.serial_number(), f.serial.to_string());
+    drop(s);
+}
+
+#[test]
+fn mechanism_list_and_info() {
+    let f = Fresh::new(4_100_003);
+    let raw = raw_mechanism_list(f.slot);
+    let expected = [
+        CKM_RSA_PKCS_KEY_PAIR_GEN,
+        CKM_RSA_PKCS,
+        CKM_RSA_X_509,
+        CKM_RSA_PKCS_OAEP,
+        CKM_RSA_PKCS_PSS,
+        CKM_SHA1_RSA_PKCS,
+        CKM_SHA224_RSA_PKCS,
+        CKM_SHA256_RSA_PKCS,
+        CKM_SHA384_RSA_PKCS,
+        CKM_SHA512_RSA_PKCS,
+        CKM_SHA1_RSA_PKCS_PSS,
+        CKM_SHA224_RSA_PKCS_PSS,
+        CKM_SHA256_RSA_PKCS_PSS,
+        CKM_SHA384_RSA_PKCS_PSS,
+        CKM_SHA512_RSA_PKCS_PSS,
+        CKM_EC_KEY_PAIR_GEN,
+        CKM_ECDSA,
+        CKM_ECDSA_SHA1,
+        CKM_ECDSA_SHA224,
+        CKM_ECDSA_SHA256,
+        CKM_ECDSA_SHA384,
+        CKM_ECDSA_SHA512,
+        CKM_ECDH1_DERIVE,
+        CKM_SHA_1,
+        CKM_SHA224,
+        CKM_SHA256,
+        CKM_SHA384,
+        CKM_SHA512,
+    ];
+    for m in expected {
+        assert!(raw.contains(&m), "mechanism {m:#x} missing from the list");
+    }
+    let listed = f.p11().get_mechanism_list(f.slot).unwrap();
+    assert!(listed.contains(&MechanismType::ECDSA_SHA256));
+
+    let p11 = f.p11();
+    let gen = p11
+        .get_mechanism_info(f.slot, MechanismType::RSA_PKCS_KEY_PAIR_GEN)
+        .unwrap();
+    assert!(gen.generate_key_pair());
+    assert_eq!((gen.min_key_size(), gen.max_key_size()), (2048, 4096));
+
+    let ecgen = p11
+        .get_mechanism_info(f.slot, MechanismType::ECC_KEY_PAIR_GEN)
+        .unwrap();
+    assert!(ecgen.generate_key_pair());
+    assert_eq!((ecgen.min_key_size(), ecgen.max_key_size()), (256, 384));
+
+    let rsa = p11
+        .get_mechanism_info(f.slot, MechanismType::RSA_PKCS)
+        .unwrap();
+    assert!(rsa.sign() && rsa.verify() && rsa.encrypt() && rsa.decrypt());
+    assert_eq!((rsa.min_key_size(), rsa.max_key_size()), (2048, 4096));
+
+    let oaep = p11
+        .get_mechanism_info(f.slot, MechanismType::RSA_PKCS_OAEP)
+        .unwrap();
+    assert!(oaep.decrypt() && oaep.encrypt());
+    assert!(!oaep.sign());
+
+    let pss = p11
+        .get_mechanism_info(f.slot, MechanismType::SHA256_RSA_PKCS_PSS)
+        .unwrap();
+    assert!(pss.sign() && pss.verify());
+    assert!(!pss.decrypt());
+
+    let ecdsa = p11
+        .get_mechanism_info(f.slot, MechanismType::ECDSA)
+        .unwrap();
+    assert!(ecdsa.sign() && ecdsa.verify());
+    assert!(ecdsa.ec_f_p() && ecdsa.ec_from_oid() && ecdsa.ec_uncompressed());
+    assert_eq!((ecdsa.min_key_size(), ecdsa.max_key_size()), (256, 384));
+
+    let ecdh = p11
+        .get_mechanism_info(f.slot, MechanismType::ECDH1_DERIVE)
+        .unwrap();
+    assert!(ecdh.derive());
+
+    let sha = p11
+        .get_mechanism_info(f.slot, MechanismType::SHA256)
+        .unwrap();
+    assert!(sha.digest());
+    assert!(!sha.sign());
+
+    assert_rv(
+        p11.get_mechanism_info(f.slot, MechanismType::AES_CBC),
+        RvError::MechanismInvalid,
+    );
+}
+
+// ---- sessions and login ------------------------------------------------------------------------
+
+#[test]
+fn sessions_open_close_and_login_states() {
+    let f = Fresh::new(4_100_004);
+    let ro = f.ro();
+    let rw = f.rw();
+    let info = ro.get_session_info().unwrap();
+    assert_eq!(info.session_state(), SessionState::RoPublic);
+    assert!(!info.read_write());
+    assert_eq!(info.slot_id(), f.slot);
+    assert_eq!(
+        rw.get_session_info().unwrap().session_state(),
+        SessionState::RwPublic
+    );
+    let token = f.p11().get_token_info(f.slot).unwrap();
+    assert_eq!(token.session_count(), Some(2));
+    assert_eq!(token.rw_session_count(), Some(1));
+
+    // The SO cannot log in while a read-only session exists.
+    assert_rv(
+        rw.login(UserType::So, Some(&pin(PUK))),
+        RvError::SessionReadOnlyExists,
+    );
+
+    // Login is per token: every session of the application sees it.
+    ro.login(UserType::User, Some(&pin(PIN))).unwrap();
+    assert_eq!(
+        ro.get_session_info().unwrap().session_state(),
+        SessionState::RoUser
+    );
+    assert_eq!(
+        rw.get_session_info().unwrap().session_state(),
+        SessionState::RwUser
+    );
+    assert_rv(
+        rw.login(UserType::User, Some(&pin(PIN))),
+        RvError::UserAlreadyLoggedIn,
+    );
+    assert_eq!(
+        f.on_card(pin_status),
+        PinStatus::TriesLeft(3),
+        "a successful login spends no try"
+    );
+
+    rw.logout().unwrap();
+    assert_eq!(
+        ro.get_session_info().unwrap().session_state(),
+        SessionState::RoPublic
+    );
+    assert_rv(ro.logout(), RvError::UserNotLoggedIn);
+
+    // Closing the last session logs the token out.
+    ro.login(UserType::User, Some(&pin(PIN))).unwrap();
+    ro.close().unwrap();
+    assert_eq!(
+        rw.get_session_info().unwrap().session_state(),
+        SessionState::RwUser
+    );
+    let rw_handle = rw.handle();
+    assert_eq!(close_all_sessions(f.slot), CKR_OK);
+    assert_rv(rw.get_session_info(), RvError::SessionHandleInvalid);
+    assert_eq!(
+        f.p11().get_token_info(f.slot).unwrap().session_count(),
+        Some(0)
+    );
+    let again = f.rw();
+    assert_ne!(again.handle(), rw_handle);
+    assert_eq!(
+        again.get_session_info().unwrap().session_state(),
+        SessionState::RwPublic,
+        "C_CloseAllSessions logs the token out"
+    );
+    drop(rw);
+}
+
+#[test]
+fn wrong_pin_spends_one_try_each_and_locks() {
+    let f = Fresh::new(4_100_005);
+    let s = f.rw();
+    assert_eq!(f.on_card(pin_status), PinStatus::TriesLeft(3));
+
+    assert_rv(
+        s.login(UserType::User, Some(&pin("000000"))),
+        RvError::PinIncorrect,
+    );
+    assert_eq!(f.on_card(pin_status), PinStatus::TriesLeft(2));
+    let t = f.p11().get_token_info(f.slot).unwrap();
+    assert!(t.user_pin_count_low(), "CKF_USER_PIN_COUNT_LOW at 2 of 3");
+    assert!(!t.user_pin_final_try());
+    assert!(!t.user_pin_locked());
+
+    assert_rv(
+        s.login(UserType::User, Some(&pin("0000000"))),
+        RvError::PinIncorrect,
+    );
+    assert_eq!(f.on_card(pin_status), PinStatus::TriesLeft(1));
+    let t = f.p11().get_token_info(f.slot).unwrap();
+    assert!(t.user_pin_final_try(), "CKF_USER_PIN_FINAL_TRY at 1");
+    assert!(!t.user_pin_locked());
+
+    // The try that blocks the PIN: incorrect (or already reported as locked).
+    let rv = rv_of(s.login(UserType::User, Some(&pin("00000000"))));
+    assert!(
+        matches!(rv, RvError::PinIncorrect | RvError::PinLocked),
+        "last wrong PIN: {rv:?}"
+    );
+    assert_eq!(f.on_card(pin_status), PinStatus::Blocked);
+    let t = f.p11().get_token_info(f.slot).unwrap();
+    assert!(t.user_pin_locked(), "CKF_USER_PIN_LOCKED at 0");
+
+    // Even the right PIN is refused now.
+    assert_rv(s.login(UserType::User, Some(&pin(PIN))), RvError::PinLocked);
+    assert_eq!(f.on_card(pin_status), PinStatus::Blocked);
+    assert_eq!(
+        s.get_session_info().unwrap().session_state(),
+        SessionState::RwPublic
+    );
+}
+
+#[test]
+fn malformed_pin_spends_no_try() {
+    let f = Fresh::new(4_100_006);
+    let s = f.rw();
+    for bad in ["12345", "123456789", ""] {
+        assert_rv(
+            s.login(UserType::User, Some(&pin(bad))),
+            RvError::PinLenRange,
+        );
+        assert_eq!(
+            f.on_card(pin_status),
+            PinStatus::TriesLeft(3),
+            "a {}-character PIN must not reach the card",
+            bad.len()
+        );
+    }
+    let t = f.p11().get_token_info(f.slot).unwrap();
+    assert!(!t.user_pin_count_low());
+    // A malformed context-specific or SO PIN is no different.
+    assert_rv(
+        s.login(UserType::So, Some(&pin("1234567890"))),
+        RvError::PinLenRange,
+    );
+    assert_eq!(f.on_card(puk_tries), 3);
+    s.login(UserType::User, Some(&pin(PIN))).unwrap();
+}
+
+#[test]
+fn so_login_with_puk_and_init_pin_unblocks() {
+    let f = Fresh::new(4_100_007);
+    let s = f.rw();
+    // Block the PIN.
+    for _ in 0..3 {
+        let _ = s.login(UserType::User, Some(&pin("999999")));
+    }
+    assert_eq!(f.on_card(pin_status), PinStatus::Blocked);
+
+    // A wrong PUK spends one PUK try.
+    assert_rv(
+        s.login(UserType::So, Some(&pin("87654321"))),
+        RvError::PinIncorrect,
+    );
+    assert_eq!(f.on_card(puk_tries), 2, "a wrong PUK spends one PUK try");
+    assert!(f.p11().get_token_info(f.slot).unwrap().so_pin_count_low());
+
+    s.login(UserType::So, Some(&pin(PUK))).unwrap();
+    assert_eq!(
+        s.get_session_info().unwrap().session_state(),
+        SessionState::RwSecurityOfficer
+    );
+    assert_eq!(f.on_card(puk_tries), 3, "the right PUK resets its counter");
+    // Only RW sessions while the SO is logged in.
+    assert_rv(
+        f.p11().open_ro_session(f.slot),
+        RvError::SessionReadWriteSoExists,
+    );
+
+    s.init_pin(&pin("24681357")).unwrap();
+    assert_eq!(
+        f.on_card(pin_status),
+        PinStatus::TriesLeft(3),
+        "C_InitPIN unblocks the PIN"
+    );
+    assert_eq!(
+        f.on_card(|ch| tessera_pkcs11::applet::piv::verify_pin(ch, Some(b"24681357"))),
+        PinStatus::Verified,
+        "the new PIN is set on the card"
+    );
+    s.logout().unwrap();
+    assert!(!f.p11().get_token_info(f.slot).unwrap().user_pin_locked());
+
+    assert_rv(
+        s.login(UserType::User, Some(&pin(PIN))),
+        RvError::PinIncorrect,
+    );
+    s.login(UserType::User, Some(&pin("24681357"))).unwrap();
+    assert_eq!(
+        s.get_session_info().unwrap().session_state(),
+        SessionState::RwUser
+    );
+    assert!(
+        !f.p11()
+            .get_token_info(f.slot)
+            .unwrap()
+            .user_pin_to_be_changed(),
+        "no longer the factory PIN"
+    );
+}
+
+#[test]
+fn set_pin_changes_pin_for_user_and_puk_for_so() {
+    let f = Fresh::new(4_100_008);
+    let s = f.user();
+    s.set_pin(&pin(PIN), &pin("13572468")).unwrap();
+    assert_eq!(
+        f.on_card(|ch| tessera_pkcs11::applet::piv::verify_pin(ch, Some(b"13572468"))),
+        PinStatus::Verified
+    );
+    let meta = f.on_card(|ch| keys::reference_metadata(ch, 0x80)).unwrap();
+    assert!(!meta.is_default);
+    assert!(!f
+        .p11()
+        .get_token_info(f.slot)
+        .unwrap()
+        .user_pin_to_be_changed());
+    // A wrong old PIN is a wrong PIN.
+    assert_rv(
+        s.set_pin(&pin("000000"), &pin("11112222")),
+        RvError::PinIncorrect,
+    );
+    assert_eq!(f.on_card(pin_status), PinStatus::TriesLeft(2));
+    s.logout().unwrap();
+    s.login(UserType::User, Some(&pin("13572468"))).unwrap();
+    s.logout().unwrap();
+
+    s.login(UserType::So, Some(&pin(PUK))).unwrap();
+    s.set_pin(&pin(PUK), &pin("87651234")).unwrap();
+    let meta = f.on_card(|ch| keys::reference_metadata(ch, 0x81)).unwrap();
+    assert!(!meta.is_default, "the PUK changed on the card");
+    assert_eq!(
+        f.on_card(|ch| admin::change_reference(ch, 0x81, b"87651234", b"87651234")),
+        PinStatus::Verified,
+        "the new PUK is the card's"
+    );
+    assert!(!f
+        .p11()
+        .get_token_info(f.slot)
+        .unwrap()
+        .so_pin_to_be_changed());
+    s.logout().unwrap();
+    s.login(UserType::So, Some(&pin("87651234"))).unwrap();
+}
+
+// ---- key generation and signatures -------------------------------------------------------------
+
+/// Signs with every RSA mechanism and checks each signature on the host and with C_Verify.
+fn rsa_signatures(s: &Session, public: ObjectHandle, private: ObjectHandle) {
+    let key = rsa_public(s, public);
+    assert_eq!(
+        rsa_public(s, private),
+        key,
+        "private key object's public half"
+    );
+    let k = key.size();
+    let hash = Hash::Sha256.digest(MESSAGE);
+
+    // CKM_RSA_PKCS over a DigestInfo.
+    let di = digest_info_sha256(&hash);
+    let sig = s.sign(&Mechanism::RsaPkcs, private, &di).unwrap();
+    assert_eq!(sig.len(), k);
+    rsa_verifies(&key, Hash::Sha256.pkcs1v15(), &hash, &sig);
+    s.verify(&Mechanism::RsaPkcs, public, &di, &sig).unwrap();
+
+    // CKM_RSA_X_509: a raw k-byte block.
+    let mut block = vec![0u8; k];
+    rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut block[1..]);
+    block[1] &= 0x7F;
+    let sig = s.sign(&Mechanism::RsaX509, private, &block).unwrap();
+    assert_eq!(
+        rsa_raw_public(&key, &sig),
+        block,
+        "RSA_X_509 is the raw operation"
+    );
+    s.verify(&Mechanism::RsaX509, public, &block, &sig).unwrap();
+
+    // CKM_RSA_PKCS_PSS over a hash, with parameters.
+    for h in [Hash::Sha256, Hash::Sha384, Hash::Sha1] {
+        let hashed = h.digest(MESSAGE);
+        let params = h.pss_params();
+        let sig = s
+            .sign(&Mechanism::RsaPkcsPss(params), private, &hashed)
+            .unwrap();
+        rsa_verifies(&key, h.pss(h.len()), &hashed, &sig);
+        s.verify(&Mechanism::RsaPkcsPss(params), public, &hashed, &sig)
+            .unwrap();
+    }
+    // Salt length 0 as well.
+    let params = PkcsPssParams {
+        hash_alg: MechanismType::SHA256,
+        mgf: PkcsMgfType::MGF1_SHA256,
+        s_len: 0u64.into(),
+    };
+    let sig = s
+        .sign(&Mechanism::RsaPkcsPss(params), private, &hash)
+        .unwrap();
+    rsa_verifies(&key, Hash::Sha256.pss(0), &hash, &sig);
+
+    for h in HASHES {
+        // SHAx_RSA_PKCS: deterministic, so multi-part equals single-part.
+        let hashed = h.digest(MESSAGE);
+        let sig = s.sign(&h.rsa_pkcs(), private, MESSAGE).unwrap();
+        rsa_verifies(&key, h.pkcs1v15(), &hashed, &sig);
+        s.verify(&h.rsa_pkcs(), public, MESSAGE, &sig).unwrap();
+        s.sign_init(&h.rsa_pkcs(), private).unwrap();
+        s.sign_update(&MESSAGE[..10]).unwrap();
+        s.sign_update(&MESSAGE[10..]).unwrap();
+        assert_eq!(
+            s.sign_final().unwrap(),
+            sig,
+            "{h:?} multi-part = single-part"
+        );
+        s.verify_init(&h.rsa_pkcs(), public).unwrap();
+        s.verify_update(&MESSAGE[..7]).unwrap();
+        s.verify_update(&MESSAGE[7..]).unwrap();
+        s.verify_final(&sig).unwrap();
+
+        // SHAx_RSA_PKCS_PSS.
+        let sig = match h.rsa_pss() {
+            Some(m) => {
+                let sig = s.sign(&m, private, MESSAGE).unwrap();
+                s.verify(&m, public, MESSAGE, &sig).unwrap();
+                s.sign_init(&m, private).unwrap();
+                s.sign_update(&MESSAGE[..3]).unwrap();
+                s.sign_update(&MESSAGE[3..]).unwrap();
+                let multi = s.sign_final().unwrap();
+                rsa_verifies(&key, h.pss(h.len()), &hashed, &multi);
+                sig
+            }
+            None => {
+                let params = CK_RSA_PKCS_PSS_PARAMS {
+                    hashAlg: h.ck_mechanism(),
+                    mgf: h.ck_mgf(),
+                    sLen: h.len() as CK_ULONG,
+                };
+                let rv = raw_sign_init(s.handle(), h.ck_rsa_pss(), &params, private);
+                assert_eq!(rv, CKR_OK, "C_SignInit {h:?} PSS");
+                let (rv, sig) = raw_sign(s.handle(), MESSAGE);
+                assert_eq!(rv, CKR_OK, "C_Sign {h:?} PSS");
+                let rv = raw_verify(s.handle(), h.ck_rsa_pss(), &params, public, MESSAGE, &sig);
+                assert_eq!(rv, CKR_OK, "C_Verify {h:?} PSS");
+                sig
+            }
+        };
+        rsa_verifies(&key, h.pss(h.len()), &hashed, &sig);
+    }
+
+    // C_Verify says no to a damaged signature.
+    let mut sig = s.sign(&Mechanism::Sha256RsaPkcs, private, MESSAGE).unwrap();
+    sig[10] ^= 1;
+    assert_rv(
+        s.verify(&Mechanism::Sha256RsaPkcs, public, MESSAGE, &sig),
+        RvError::SignatureInvalid,
+    );
+}
+
+/// Signs with every ECDSA mechanism and checks each signature on the host and with C_Verify.
+fn ec_signatures(s: &Session, curve: Curve, public: ObjectHandle, private: ObjectHandle) {
+    let point = ec_point(s, public);
+    assert_eq!(
+        attr_bytes(s, public, AttributeType::EcParams),
+        curve.params()
+    );
+    assert_eq!(point.len(), 1 + 2 * curve.field_len());
+
+    // CKM_ECDSA over hashes of every length (shorter and longer than the field).
+    for h in HASHES {
+        let hashed = h.digest(MESSAGE);
+        let sig = s.sign(&Mechanism::Ecdsa, private, &hashed).unwrap();
+        assert_eq!(sig.len(), 2 * curve.field_len(), "r || s");
+        verify_ecdsa(curve, &point, &hashed, &sig);
+        s.verify(&Mechanism::Ecdsa, public, &hashed, &sig).unwrap();
+    }
+    for h in HASHES {
+        let hashed = h.digest(MESSAGE);
+        let sig = s.sign(&h.ecdsa(), private, MESSAGE).unwrap();
+        verify_ecdsa(curve, &point, &hashed, &sig);
+        s.verify(&h.ecdsa(), public, MESSAGE, &sig).unwrap();
+        s.sign_init(&h.ecdsa(), private).unwrap();
+        s.sign_update(&MESSAGE[..5]).unwrap();
+        s.sign_update(&MESSAGE[5..]).unwrap();
+        let multi = s.sign_final().unwrap();
+        verify_ecdsa(curve, &point, &hashed, &multi);
+        s.verify_init(&h.ecdsa(), public).unwrap();
+        s.verify_update(&MESSAGE[..20]).unwrap();
+        s.verify_update(&MESSAGE[20..]).unwrap();
+        s.verify_final(&multi).unwrap();
+    }
+    let mut sig = s.sign(&Mechanism::EcdsaSha256, private, MESSAGE).unwrap();
+    sig[5] ^= 0x40;
+    assert_rv(
+        s.verify(&Mechanism::EcdsaSha256, public, MESSAGE, &sig),
+        RvError::SignatureInvalid,
+    );
+}
+
+#[test]
+fn rsa_2048_generate_sign_every_mechanism() {
+    let f = Fresh::new(4_100_010);
+    let s = f.user();
+    let (public, private) = generate_rsa(&s, 0x01, 2048);
+    assert_eq!(attr_bytes(&s, public, AttributeType::Id), vec![0x01]);
+    assert_eq!(attr_bytes(&s, private, AttributeType::Id), vec![0x01]);
+    assert_eq!(
+        s.get_attributes(public, &[AttributeType::ModulusBits])
+            .unwrap(),
+        vec![Attribute::ModulusBits(2048u64.into())]
+    );
+    assert!(attr_bool(&s, private, AttributeType::Sign));
+    assert!(attr_bool(&s, private, AttributeType::Private));
+    assert!(!attr_bool(&s, public, AttributeType::Private));
+    // The card has the key now: GET METADATA reports it, with the same public key.
+    let meta = f
+        .on_card(|ch| keys::metadata(ch, KeySlot::AUTHENTICATION))
+        .expect("9A holds a key");
+    assert_eq!(
+        meta.public_key.unwrap().spki_der,
+        rsa_spki(&rsa_public(&s, public))
+    );
+    // No placeholder certificate after key generation.
+    assert_eq!(f.on_card(|ch| certificate(ch, 0x9A)), None);
+    assert!(s
+        .find_objects(&[Attribute::Class(ObjectClass::CERTIFICATE)])
+        .unwrap()
+        .is_empty());
+    rsa_signatures(&s, public, private);
+}
+
+#[test]
+fn rsa_3072_generate_and_sign() {
+    let f = Fresh::new(4_100_011);
+    let s = f.user();
+    let (public, private) = generate_rsa(&s, 0x01, 3072);
+    let key = rsa_public(&s, public);
+    assert_eq!(key.size(), 384);
+    let sig = s.sign(&Mechanism::Sha384RsaPkcs, private, MESSAGE).unwrap();
+    rsa_verifies(
+        &key,
+        Hash::Sha384.pkcs1v15(),
+        &Hash::Sha384.digest(MESSAGE),
+        &sig,
+    );
+    let sig = s
+        .sign(&Hash::Sha512.rsa_pss().unwrap(), private, MESSAGE)
+        .unwrap();
+    rsa_verifies(
+        &key,
+        Hash::Sha512.pss(64),
+        &Hash::Sha512.digest(MESSAGE),
+        &sig,
+    );
+}
+
+#[test]
+#[ignore = "slow: RSA 4096 key generation on the virtual card takes seconds"]
+fn rsa_4096_generate_sign_every_mechanism() {
+    let f = Fresh::new(4_100_012);
+    let s = f.user();
+    let (public, private) = generate_rsa(&s, 0x01, 4096);
+    assert_eq!(rsa_public(&s, public).size(), 512);
+    rsa_signatures(&s, public, private);
+}
+
+#[test]
+fn ec_p256_generate_sign_every_mechanism() {
+    let f = Fresh::new(4_100_013);
+    let s = f.user();
+    let (public, private) = generate_ec(&s, 0x01, Curve::P256);
+    assert_eq!(
+        s.get_attributes(private, &[AttributeType::KeyType])
+            .unwrap(),
+        vec![Attribute::KeyType(KeyType::EC)]
+    );
+    ec_signatures(&s, Curve::P256, public, private);
+}
+
+#[test]
+fn ec_p384_generate_sign_every_mechanism() {
+    let f = Fresh::new(4_100_014);
+    let s = f.user();
+    let (public, private) = generate_ec(&s, 0x01, Curve::P384);
+    ec_signatures(&s, Curve::P384, public, private);
+}
+
+#[test]
+fn digests_single_and_multi_part_equal_the_host() {
+    let f = Fresh::new(4_100_015);
+    let s = f.ro();
+    let data: Vec<u8> = (0..1000u32).map(|i| (i * 7 % 251) as u8).collect();
+    for h in HASHES {
+        let expected = h.digest(&data);
+        assert_eq!(
+            s.digest(&h.digest_mechanism(), &data).unwrap(),
+            expected,
+            "{h:?}"
+        );
+        s.digest_init(&h.digest_mechanism()).unwrap();
+        for chunk in data.chunks(77) {
+            s.digest_update(chunk).unwrap();
+        }
+        assert_eq!(s.digest_final().unwrap(), expected, "{h:?} multi-part");
+        assert_eq!(
+            s.digest(&h.digest_mechanism(), b"").unwrap(),
+            h.digest(b""),
+            "{h:?} of nothing"
+        );
+    }
+}
+
+// ---- decryption and key agreement --------------------------------------------------------------
+
+#[test]
+fn rsa_decrypt_pkcs1_and_oaep() {
+    let f = Fresh::new(4_100_016);
+    let s = f.user();
+    let (public, private) = generate_rsa(&s, 0x01, 2048);
+    assert!(attr_bool(&s, private, AttributeType::Decrypt));
+    let key = rsa_public(&s, public);
+    let secret = b"a session key of 32 bytes.......";
+    let mut rng = rand::rngs::OsRng;
+
+    let ct = key.encrypt(&mut rng, rsa::Pkcs1v15Encrypt, secret).unwrap();
+    assert_eq!(
+        s.decrypt(&Mechanism::RsaPkcs, private, &ct).unwrap(),
+        secret
+    );
+
+    for h in [Hash::Sha1, Hash::Sha256, Hash::Sha384, Hash::Sha512] {
+        let ct = key.encrypt(&mut rng, h.oaep(), secret).unwrap();
+        let params = PkcsOaepParams::new(h.mechanism_type(), h.mgf(), PkcsOaepSource::empty());
+        assert_eq!(
+            s.decrypt(&Mechanism::RsaPkcsOaep(params), private, &ct)
+                .unwrap(),
+            secret,
+            "OAEP {h:?}"
+        );
+    }
+    // OAEP with a label.
+    let ct = key
+        .encrypt(
+            &mut rng,
+            rsa::Oaep::new_with_label::<sha2::Sha256, _>("tessera"),
+            secret,
+        )
+        .unwrap();
+    let params = PkcsOaepParams::new(
+        MechanismType::SHA256,
+        PkcsMgfType::MGF1_SHA256,
+        PkcsOaepSource::data_specified(b"tessera"),
+    );
+    assert_eq!(
+        s.decrypt(&Mechanism::RsaPkcsOaep(params), private, &ct)
+            .unwrap(),
+        secret
+    );
+    // A damaged ciphertext does not decrypt to the secret.
+    let mut bad = key.encrypt(&mut rng, rsa::Pkcs1v15Encrypt, secret).unwrap();
+    bad[7] ^= 0x10;
+    assert!(s.decrypt(&Mechanism::RsaPkcs, private, &bad).is_err());
+
+    // C_Encrypt through the module, C_Decrypt through the card.
+    let ct = s.encrypt(&Mechanism::RsaPkcs, public, secret).unwrap();
+    assert_eq!(ct.len(), 256);
+    assert_eq!(
+        s.decrypt(&Mechanism::RsaPkcs, private, &ct).unwrap(),
+        secret
+    );
+    let params = PkcsOaepParams::new(
+        MechanismType::SHA256,
+        PkcsMgfType::MGF1_SHA256,
+        PkcsOaepSource::empty(),
+    );
+    let ct = s
+        .encrypt(&Mechanism::RsaPkcsOaep(params), public, secret)
+        .unwrap();
+    assert_eq!(
+        s.decrypt(&Mechanism::RsaPkcsOaep(params), private, &ct)
+            .unwrap(),
+        secret
+    );
+    // RSA_X_509 decrypt is the raw private operation.
+    let block = rsa_raw_public(&key, &{
+        let mut m = vec![0u8; 256];
+        m[200..].copy_from_slice(&[0x5A; 56]);
+        m
+    });
+    let plain = s.decrypt(&Mechanism::RsaX509, private, &block).unwrap();
+    assert_eq!(&plain[plain.len() - 56..], &[0x5A; 56][..]);
+}
+
+#[test]
+fn ecdh_derive_equals_the_host_secret() {
+    let f = Fresh::new(4_100_017);
+    let s = f.user();
+    for curve in [Curve::P256, Curve::P384] {
+        let (public, private) = generate_ec(&s, 0x03, curve);
+        assert!(attr_bool(&s, private, AttributeType::Derive));
+        let card_point = ec_point(&s, public);
+        let (host_secret, host_point) = host_ec_key(curve);
+        let derived = derive_ecdh(&s, private, &host_point);
+        assert_eq!(
+            derived,
+            host_ecdh(curve, &host_secret, &card_point),
+            "ECDH {curve:?}"
+        );
+        // The peer point as a DER OCTET STRING (CKA_EC_POINT encoding) is accepted as well.
+        let mut wrapped = vec![0x04, host_point.len() as u8];
+        wrapped.extend_from_slice(&host_point);
+        assert_eq!(
+            derive_ecdh(&s, private, &wrapped),
+            derived,
+            "DER-wrapped point"
+        );
+    }
+}
+
+// ---- the signature key, card authentication ---------------------------------------------------
+
+#[test]
+fn signature_key_needs_context_login_before_each_signature() {
+    let f = Fresh::new(4_100_018);
+    let s = f.user();
+    let (public, private) = generate_ec(&s, 0x02, Curve::P256);
+    assert!(
+        attr_bool(&s, private, AttributeType::AlwaysAuthenticate),
+        "9C private key has CKA_ALWAYS_AUTHENTICATE"
+    );
+    assert_eq!(label(&s, private), "SIGN key");
+    let point = ec_point(&s, public);
+    let hashed = Hash::Sha256.digest(MESSAGE);
+
+    // Without the context-specific login: refused.
+    assert_rv(
+        s.sign(&Mechanism::EcdsaSha256, private, MESSAGE),
+        RvError::UserNotLoggedIn,
+    );
+
+    // With it: one signature (single-part C_Sign).
+    s.sign_init(&Mechanism::EcdsaSha256, private).unwrap();
+    s.login(UserType::ContextSpecific, Some(&pin(PIN))).unwrap();
+    let (rv, sig) = raw_sign(s.handle(), MESSAGE);
+    assert_eq!(rv, CKR_OK, "C_Sign after CKU_CONTEXT_SPECIFIC");
+    verify_ecdsa(Curve::P256, &point, &hashed, &sig);
+
+    // The next signature needs a new one.
+    s.sign_init(&Mechanism::EcdsaSha256, private).unwrap();
+    let (rv, _) = raw_sign(s.handle(), MESSAGE);
+    assert_eq!(
+        rv, CKR_USER_NOT_LOGGED_IN,
+        "second signature without a new login"
+    );
+
+    // Multi-part works the same way.
+    s.sign_init(&Mechanism::EcdsaSha256, private).unwrap();
+    s.login(UserType::ContextSpecific, Some(&pin(PIN))).unwrap();
+    s.sign_update(&MESSAGE[..9]).unwrap();
+    s.sign_update(&MESSAGE[9..]).unwrap();
+    verify_ecdsa(Curve::P256, &point, &hashed, &s.sign_final().unwrap());
+
+    // A wrong context PIN is a wrong PIN: one try spent, read back from the card.
+    s.sign_init(&Mechanism::EcdsaSha256, private).unwrap();
+    assert_rv(
+        s.login(UserType::ContextSpecific, Some(&pin("000000"))),
+        RvError::PinIncorrect,
+    );
+    assert_eq!(f.on_card(pin_status), PinStatus::TriesLeft(2));
+    s.login(UserType::ContextSpecific, Some(&pin(PIN))).unwrap();
+    let (rv, sig) = raw_sign(s.handle(), MESSAGE);
+    assert_eq!(rv, CKR_OK);
+    verify_ecdsa(Curve::P256, &point, &hashed, &sig);
+    assert_eq!(f.on_card(pin_status), PinStatus::TriesLeft(3));
+    assert_eq!(
+        s.get_session_info().unwrap().session_state(),
+        SessionState::RwUser,
+        "still logged in as the user"
+    );
+}
+
+#[test]
+fn card_authentication_key_signs_without_login() {
+    let f = Fresh::new(4_100_019);
+    let (public, point) = {
+        let s = f.user();
+        let (public, private) = generate_ec(&s, 0x04, Curve::P256);
+        assert!(!attr_bool(&s, private, AttributeType::Private));
+        (public, ec_point(&s, public))
+    };
+    // The user session is closed: the token is logged out.
+    let s = f.ro();
+    assert_eq!(
+        s.get_session_info().unwrap().session_state(),
+        SessionState::RoPublic
+    );
+    let private = object(&s, ObjectClass::PRIVATE_KEY, 0x04);
+    assert!(!attr_bool(&s, private, AttributeType::Private));
+    assert_eq!(label(&s, private), "CARD AUTH key");
+    let hashed = Hash::Sha256.digest(MESSAGE);
+    let sig = s.sign(&Mechanism::Ecdsa, private, &hashed).unwrap();
+    verify_ecdsa(Curve::P256, &point, &hashed, &sig);
+    s.verify(&Mechanism::Ecdsa, public, &hashed, &sig).unwrap();
+    assert_eq!(f.on_card(pin_status), PinStatus::TriesLeft(3));
+}
+
+// ---- writes: certificates, imported keys, replacement, deletion --------------------------------
+
+#[test]
+fn certificate_written_read_back_found_and_destroyed() {
+    let f = Fresh::new(4_100_020);
+    let s = f.user();
+    let (public, _) = generate_ec(&s, 0x01, Curve::P256);
+    let spki = ec_spki(Curve::P256, &ec_point(&s, public));
+    let der = certificate_for(&spki, "Tessera Holder", false, false);
+
+    let cert = create_certificate(&s, 0x01, &der);
+    assert_eq!(
+        f.on_card(|ch| certificate(ch, 0x9A)).as_deref(),
+        Some(der.as_slice()),
+        "the card holds the certificate byte for byte"
+    );
+    let found = s
+        .find_objects(&[Attribute::Class(ObjectClass::CERTIFICATE)])
+        .unwrap();
+    assert_eq!(found, vec![cert]);
+    assert_eq!(attr_bytes(&s, cert, AttributeType::Value), der);
+    assert_eq!(attr_bytes(&s, cert, AttributeType::Id), vec![0x01]);
+    assert_eq!(label(&s, cert), "Certificate for PIV Authentication");
+    assert_eq!(
+        s.get_attributes(cert, &[AttributeType::CertificateType])
+            .unwrap(),
+        vec![Attribute::CertificateType(
+            cryptoki::object::CertificateType::X_509
+        )]
+    );
+    let parsed = <x509_cert::Certificate as der::Decode>::from_der(&der).unwrap();
+    assert_eq!(
+        attr_bytes(&s, cert, AttributeType::Subject),
+        der::Encode::to_der(&parsed.tbs_certificate.subject).unwrap()
+    );
+    assert_eq!(
+        attr_bytes(&s, cert, AttributeType::Issuer),
+        der::Encode::to_der(&parsed.tbs_certificate.issuer).unwrap()
+    );
+
+    // A certificate for a key that is not on the card is refused.
+    let (_, stranger) = host_ec_key(Curve::P256);
+    let other = certificate_for(&ec_spki(Curve::P256, &stranger), "Stranger", false, false);
+    assert!(s
+        .create_object(&[
+            Attribute::Class(ObjectClass::CERTIFICATE),
+            Attribute::CertificateType(cryptoki::object::CertificateType::X_509),
+            Attribute::Token(true),
+            Attribute::Id(vec![0x01]),
+            Attribute::Value(other),
+        ])
+        .is_err());
+    assert_eq!(
+        f.on_card(|ch| certificate(ch, 0x9A)).as_deref(),
+        Some(der.as_slice())
+    );
+
+    // Public: visible without login.
+    s.logout().unwrap();
+    let certs = s
+        .find_objects(&[Attribute::Class(ObjectClass::CERTIFICATE)])
+        .unwrap();
+    assert_eq!(certs.len(), 1);
+    assert_eq!(attr_bytes(&s, certs[0], AttributeType::Value), der);
+
+    // Destroying needs login, then removes it from the card.
+    assert_rv(s.destroy_object(certs[0]), RvError::UserNotLoggedIn);
+    assert!(f.on_card(|ch| certificate(ch, 0x9A)).is_some());
+    s.login(UserType::User, Some(&pin(PIN))).unwrap();
+    s.destroy_object(certs[0]).unwrap();
+    assert_eq!(
+        f.on_card(|ch| certificate(ch, 0x9A)),
+        None,
+        "gone from the card"
+    );
+    assert!(s
+        .find_objects(&[Attribute::Class(ObjectClass::CERTIFICATE)])
+        .unwrap()
+        .is_empty());
+    // The key stays.
+    object(&s, ObjectClass::PRIVATE_KEY, 0x01);
+}
+
+#[test]
+fn imported_rsa_and_ec_private_keys_sign() {
+    use rsa::traits::PrivateKeyParts;
+    let f = Fresh::new(4_100_021);
+    let s = f.user();
+
+    let host = rsa::RsaPrivateKey::new(&mut rand::rngs::OsRng, 2048).unwrap();
+    let be = |n: &rsa::BigUint| n.to_bytes_be();
+    let primes = host.primes();
+    let created = s
+        .create_object(&[
+            Attribute::Class(ObjectClass::PRIVATE_KEY),
+            Attribute::KeyType(KeyType::RSA),
+            Attribute::Token(true),
+            Attribute::Private(true),
+            Attribute::Sign(true),
+            Attribute::Id(vec![0x01]),
+            Attribute::Modulus(be(host.n())),
+            Attribute::PublicExponent(be(host.e())),
+            Attribute::PrivateExponent(be(host.d())),
+            Attribute::Prime1(be(&primes[0])),
+            Attribute::Prime2(be(&primes[1])),
+            Attribute::Exponent1(be(host.dp().unwrap())),
+            Attribute::Exponent2(be(host.dq().unwrap())),
+            Attribute::Coefficient(be(&host.crt_coefficient().unwrap())),
+        ])
+        .expect("C_CreateObject(CKO_PRIVATE_KEY, CKK_RSA)");
+    assert_eq!(attr_bytes(&s, created, AttributeType::Id), vec![0x01]);
+    let private = object(&s, ObjectClass::PRIVATE_KEY, 0x01);
+    assert_eq!(created, private);
+    assert_eq!(rsa_public(&s, private), host.to_public_key());
+    let sig = s.sign(&Mechanism::Sha256RsaPkcs, private, MESSAGE).unwrap();
+    rsa_verifies(
+        &host.to_public_key(),
+        Hash::Sha256.pkcs1v15(),
+        &Hash::Sha256.digest(MESSAGE),
+        &sig,
+    );
+    let meta = f
+        .on_card(|ch| keys::metadata(ch, KeySlot::AUTHENTICATION))
+        .unwrap();
+    assert!(!meta.generated, "GET METADATA: imported");
+
+    let ec = p384::SecretKey::random(&mut rand::rngs::OsRng);
+    let point = {
+        use p384::elliptic_curve::sec1::ToEncodedPoint;
+        ec.public_key().to_encoded_point(false).as_bytes().to_vec()
+    };
+    s.create_object(&[
+        Attribute::Class(ObjectClass::PRIVATE_KEY),
+        Attribute::KeyType(KeyType::EC),
+        Attribute::Token(true),
+        Attribute::Sign(true),
+        Attribute::Id(vec![0x04]),
+        Attribute::EcParams(P384_PARAMS.to_vec()),
+        Attribute::Value(ec.to_bytes().to_vec()),
+    ])
+    .expect("C_CreateObject(CKO_PRIVATE_KEY, CKK_EC)");
+    let private = object(&s, ObjectClass::PRIVATE_KEY, 0x04);
+    let public = object(&s, ObjectClass::PUBLIC_KEY, 0x04);
+    assert_eq!(ec_point(&s, public), point);
+    let sig = s.sign(&Mechanism::EcdsaSha384, private, MESSAGE).unwrap();
+    verify_ecdsa(Curve::P384, &point, &Hash::Sha384.digest(MESSAGE), &sig);
+}
+
+#[test]
+fn replacing_the_key_management_key_retires_it() {
+    let f = Fresh::new(4_100_022);
+    let s = f.user();
+    let (old_public, _) = generate_ec(&s, 0x03, Curve::P256);
+    let old_point = ec_point(&s, old_public);
+    let old_cert = certificate_for(
+        &ec_spki(Curve::P256, &old_point),
+        "Tessera Encryption",
+        true,
+        false,
+    );
+    create_certificate(&s, 0x03, &old_cert);
+    assert_eq!(
+        f.on_card(|ch| admin::key_history(ch))
+            .unwrap_or_default()
+            .on_card_certs,
+        0
+    );
+
+    let (new_public, new_private) = generate_ec(&s, 0x03, Curve::P256);
+    let new_point = ec_point(&s, new_public);
+    assert_ne!(new_point, old_point, "9D holds a new key");
+    assert_eq!(label(&s, new_private), "KEY MAN key");
+
+    // Read back: the old key and certificate are in 82, Key History counts one.
+    let history = f.on_card(|ch| admin::key_history(ch)).expect("Key History");
+    assert_eq!(history.on_card_certs, 1);
+    assert_eq!(
+        f.on_card(|ch| certificate(ch, 0x82)).as_deref(),
+        Some(old_cert.as_slice())
+    );
+    assert_eq!(f.on_card(|ch| certificate(ch, 0x9D)), None);
+    let meta = f
+        .on_card(|ch| keys::metadata(ch, KeySlot::from_reference(0x82).unwrap()))
+        .expect("82 holds the old key");
+    assert_eq!(
+        meta.public_key.unwrap().spki_der,
+        ec_spki(Curve::P256, &old_point)
+    );
+
+    // Through the module: CKA_ID 05, OpenSC's labels.
+    let retired = object(&s, ObjectClass::PRIVATE_KEY, 0x05);
+    assert_eq!(label(&s, retired), "Retired KEY MAN 1");
+    let retired_public = object(&s, ObjectClass::PUBLIC_KEY, 0x05);
+    assert_eq!(ec_point(&s, retired_public), old_point);
+    let retired_cert = object(&s, ObjectClass::CERTIFICATE, 0x05);
+    assert_eq!(attr_bytes(&s, retired_cert, AttributeType::Value), old_cert);
+    assert_eq!(
+        label(&s, retired_cert),
+        "Retired Certificate for Key Management 1"
+    );
+
+    // The old key still agrees keys (old mail stays readable).
+    let (host_secret, host_point) = host_ec_key(Curve::P256);
+    assert_eq!(
+        derive_ecdh(&s, retired, &host_point),
+        host_ecdh(Curve::P256, &host_secret, &old_point)
+    );
+    assert_eq!(
+        derive_ecdh(&s, new_private, &host_point),
+        host_ecdh(Curve::P256, &host_secret, &new_point)
+    );
+}
+
+#[test]
+fn replacing_an_rsa_key_management_key_keeps_it_decrypting() {
+    let f = Fresh::new(4_100_023);
+    let s = f.user();
+    let (old_public, _) = generate_rsa(&s, 0x03, 2048);
+    let old_key = rsa_public(&s, old_public);
+    let cert = certificate_for(&rsa_spki(&old_key), "Tessera RSA Encryption", false, true);
+    create_certificate(&s, 0x03, &cert);
+    generate_ec(&s, 0x03, Curve::P256);
+
+    assert_eq!(
+        f.on_card(|ch| admin::key_history(ch))
+            .unwrap()
+            .on_card_certs,
+        1
+    );
+    let retired = object(&s, ObjectClass::PRIVATE_KEY, 0x05);
+    assert!(attr_bool(&s, retired, AttributeType::Decrypt));
+    let ct = old_key
+        .encrypt(&mut rand::rngs::OsRng, rsa::Pkcs1v15Encrypt, b"old mail")
+        .unwrap();
+    assert_eq!(
+        s.decrypt(&Mechanism::RsaPkcs, retired, &ct).unwrap(),
+        b"old mail"
+    );
+}
+
+#[test]
+fn retired_slots_follow_opensc_numbering() {
+    let f = Fresh::new(4_100_024);
+    let s = f.user();
+    // Seven keys in 9D: six of them retire to 82..87.
+    let mut points = Vec::new();
+    for _ in 0..7 {
+        let (public, _) = generate_ec(&s, 0x03, Curve::P256);
+        points.push(ec_point(&s, public));
+    }
+    let history = f.on_card(|ch| admin::key_history(ch)).unwrap();
+    assert_eq!(
+        usize::from(history.on_card_certs) + usize::from(history.off_card_certs),
+        6
+    );
+    // 82 → 05 … 86 → 09, 87 → 0x10 (decimal digits written as hex, as OpenSC does).
+    let ids = [0x05u8, 0x06, 0x07, 0x08, 0x09, 0x10];
+    for (n, id) in ids.iter().enumerate() {
+        let private = object(&s, ObjectClass::PRIVATE_KEY, *id);
+        assert_eq!(label(&s, private), format!("Retired KEY MAN {}", n + 1));
+        let public = object(&s, ObjectClass::PUBLIC_KEY, *id);
+        assert_eq!(
+            ec_point(&s, public),
+            points[n],
+            "retired slot {} holds key {n}",
+            n + 1
+        );
+    }
+    assert!(s
+        .find_objects(&[Attribute::Id(vec![0x0A])])
+        .unwrap()
+        .is_empty());
+    assert_eq!(
+        ec_point(&s, object(&s, ObjectClass::PUBLIC_KEY, 0x03)),
+        points[6]
+    );
+}
+
+// ---- objects and attributes --------------------------------------------------------------------
+
+#[test]
+fn sensitive_attributes_are_refused() {
+    let f = Fresh::new(4_100_025);
+    let s = f.user();
+    let (_, rsa_private) = generate_rsa(&s, 0x01, 2048);
+    let (_, ec_private) = generate_ec(&s, 0x03, Curve::P256);
+
+    let info = s
+        .get_attribute_info(
+            rsa_private,
+            &[
+                AttributeType::PrivateExponent,
+                AttributeType::Prime1,
+                AttributeType::Prime2,
+                AttributeType::Exponent1,
+                AttributeType::Exponent2,
+                AttributeType::Coefficient,
+            ],
+        )
+        .unwrap();
+    assert!(
+        info.iter().all(|i| matches!(i, AttributeInfo::Sensitive)),
+        "RSA private parts: {info:?}"
+    );
+    let info = s
+        .get_attribute_info(ec_private, &[AttributeType::Value])
+        .unwrap();
+    assert!(
+        matches!(info.as_slice(), [AttributeInfo::Sensitive]),
+        "EC CKA_VALUE: {info:?}"
+    );
+    assert!(attr_bool(&s, ec_private, AttributeType::Sensitive));
+    assert!(!attr_bool(&s, ec_private, AttributeType::Extractable));
+
+    // A mixed template: the readable attributes still come back.
+    let got = s
+        .get_attributes(
+            rsa_private,
+            &[
+                AttributeType::Label,
+                AttributeType::PrivateExponent,
+                AttributeType::Id,
+            ],
+        )
+        .unwrap();
+    assert_eq!(
+        got,
+        vec![
+            Attribute::Label(b"PIV AUTH key".to_vec()),
+            Attribute::Id(vec![0x01])
+        ]
+    );
+}
+
+#[test]
+fn objects_ids_labels_and_visibility() {
+    let f = Fresh::new(4_100_026);
+    {
+        let s = f.user();
+        let (p1, _) = generate_ec(&s, 0x01, Curve::P256);
+        let spki = ec_spki(Curve::P256, &ec_point(&s, p1));
+        create_certificate(&s, 0x01, &certificate_for(&spki, "Auth", false, false));
+        generate_ec(&s, 0x02, Curve::P256);
+        let (p3, _) = generate_ec(&s, 0x03, Curve::P384);
+        let spki = ec_spki(Curve::P384, &ec_point(&s, p3));
+        create_certificate(&s, 0x03, &certificate_for(&spki, "Enc", true, false));
+        generate_ec(&s, 0x04, Curve::P256);
+    }
+    let expected = [
+        (
+            0x01u8,
+            "PIV AUTH key",
+            "PIV AUTH pubkey",
+            Some("Certificate for PIV Authentication"),
+        ),
+        (0x02, "SIGN key", "SIGN pubkey", None),
+        (
+            0x03,
+            "KEY MAN key",
+            "KEY MAN pubkey",
+            Some("Certificate for Key Management"),
+        ),
+        (0x04, "CARD AUTH key", "CARD AUTH pubkey", None),
+    ];
+
+    // Without login: profile, certificates, public keys, and the 9E private key.
+    let s = f.ro();
+    let profile = find_one(&s, &[Attribute::Class(ObjectClass::PROFILE)]);
+    assert_eq!(
+        s.get_attributes(profile, &[AttributeType::ProfileId])
+            .unwrap(),
+        vec![Attribute::ProfileId(
+            ProfileIdType::PUBLIC_CERTIFICATES_TOKEN
+        )]
+    );
+    let everything = s.find_objects(&[]).unwrap();
+    let privates = s
+        .find_objects(&[Attribute::Class(ObjectClass::PRIVATE_KEY)])
+        .unwrap();
+    assert_eq!(privates.len(), 1, "only 9E's private key is public");
+    assert_eq!(attr_bytes(&s, privates[0], AttributeType::Id), vec![0x04]);
+    // profile + 2 certificates + 4 public keys + 1 private key
+    assert_eq!(everything.len(), 8, "objects without login");
+    for (id, _, public_label, cert_label) in expected {
+        let public = object(&s, ObjectClass::PUBLIC_KEY, id);
+        assert_eq!(label(&s, public), public_label);
+        assert!(!attr_bool(&s, public, AttributeType::Private));
+        if let Some(cert_label) = cert_label {
+            let cert = object(&s, ObjectClass::CERTIFICATE, id);
+            assert_eq!(label(&s, cert), cert_label);
+            assert!(!attr_bool(&s, cert, AttributeType::Private));
+        }
+    }
+
+    // After login: every private key.
+    s.login(UserType::User, Some(&pin(PIN))).unwrap();
+    assert_eq!(s.find_objects(&[]).unwrap().len(), 11);
+    for (id, private_label, _, _) in expected {
+        let private = object(&s, ObjectClass::PRIVATE_KEY, id);
+        assert_eq!(label(&s, private), private_label);
+        assert_eq!(
+            attr_bool(&s, private, AttributeType::Private),
+            id != 0x04,
+            "CKA_PRIVATE of {id:02x}"
+        );
+        assert_eq!(
+            attr_bool(&s, private, AttributeType::AlwaysAuthenticate),
+            id == 0x02,
+            "CKA_ALWAYS_AUTHENTICATE of {id:02x}"
+        );
+    }
+    // keyUsage of the 9D certificate (keyAgreement) → CKA_DERIVE.
+    assert!(attr_bool(
+        &s,
+        object(&s, ObjectClass::PRIVATE_KEY, 0x03),
+        AttributeType::Derive
+    ));
+    // Finding by label, as URIs do.
+    find_one(
+        &s,
+        &[
+            Attribute::Class(ObjectClass::PRIVATE_KEY),
+            Attribute::Label(b"SIGN key".to_vec()),
+        ],
+    );
+    s.logout().unwrap();
+    assert_eq!(s.find_objects(&[]).unwrap().len(), 8);
+}
+
+#[test]
+fn generate_random() {
+    let f = Fresh::new(4_100_027);
+    let s = f.ro();
+    let a = s.generate_random_vec(64).unwrap();
+    let b = s.generate_random_vec(64).unwrap();
+    assert_eq!(a.len(), 64);
+    assert_ne!(a, b);
+    assert!(a.iter().any(|&x| x != 0));
+    let mut big = vec![0u8; 4096];
+    s.generate_random_slice(&mut big).unwrap();
+    assert!(big.iter().filter(|&&x| x == 0).count() < 100);
+}
+
+#[test]
+fn invalid_handles() {
+    let f = Fresh::new(4_100_028);
+    let s = f.user();
+    let (public, private) = generate_ec(&s, 0x01, Curve::P256);
+    let (_, agreement) = generate_ec(&s, 0x03, Curve::P256);
+    // SAFETY: deliberately a handle the module never issued.
+    let bogus = unsafe { ObjectHandle::new_from_raw(0x7FFF_FF00) };
+    assert_rv(
+        s.get_attributes(bogus, &[AttributeType::Label]),
+        RvError::ObjectHandleInvalid,
+    );
+    assert_rv(s.destroy_object(bogus), RvError::ObjectHandleInvalid);
+    assert_rv(
+        s.sign(&Mechanism::Ecdsa, bogus, &[0u8; 32]),
+        RvError::KeyHandleInvalid,
+    );
+    assert_rv(
+        s.verify(&Mechanism::Ecdsa, bogus, &[0u8; 32], &[0u8; 64]),
+        RvError::KeyHandleInvalid,
+    );
+    // A public key is no signing key; a private key no verification key.
+    let rv = rv_of(s.sign(&Mechanism::Ecdsa, public, &[0u8; 32]));
+    assert!(
+        matches!(
+            rv,
+            RvError::KeyTypeInconsistent | RvError::KeyFunctionNotPermitted
+        ),
+        "sign with a public key: {rv:?}"
+    );
+    // An RSA mechanism with an EC key.
+    assert_rv(
+        s.sign(&Mechanism::Sha256RsaPkcs, private, MESSAGE),
+        RvError::KeyTypeInconsistent,
+    );
+
+    // A destroyed session object's handle.
+    let (_, host_point) = host_ec_key(Curve::P256);
+    use cryptoki::mechanism::elliptic_curve::{EcKdf, Ecdh1DeriveParams};
+    let derived = s
+        .derive_key(
+            &Mechanism::Ecdh1Derive(Ecdh1DeriveParams::new(EcKdf::null(), &host_point)),
+            agreement,
+            &[
+                Attribute::Class(ObjectClass::SECRET_KEY),
+                Attribute::KeyType(KeyType::GENERIC_SECRET),
+                Attribute::Sensitive(false),
+                Attribute::Extractable(true),
+            ],
+        )
+        .unwrap();
+    s.destroy_object(derived).unwrap();
+    assert_rv(
+        s.get_attributes(derived, &[AttributeType::Value]),
+        RvError::ObjectHandleInvalid,
+    );
+
+    // A key-management key may not sign (no keyUsage says otherwise).
+    assert_rv(
+        s.sign(&Mechanism::Ecdsa, agreement, &[0u8; 32]),
+        RvError::KeyFunctionNotPermitted,
+    );
+
+    // Session handles: closed by C_CloseAllSessions.
+    assert_eq!(close_all_sessions(f.slot), CKR_OK);
+    assert_rv(s.get_session_info(), RvError::SessionHandleInvalid);
+    assert_rv(s.generate_random_vec(8), RvError::SessionHandleInvalid);
+    assert_rv(
+        s.find_objects(&[Attribute::Class(ObjectClass::PRIVATE_KEY)]),
+        RvError::SessionHandleInvalid,
+    );
+}
+
+// ---- threads and processes ---------------------------------------------------------------------
+
+#[test]
+fn eight_threads_sign_concurrently() {
+    let f = Fresh::new(4_100_029);
+    let s = f.user();
+    let (ec_public, ec_private) = generate_ec(&s, 0x01, Curve::P256);
+    let point = ec_point(&s, ec_public);
+    let (rsa_pub, rsa_private) = generate_rsa(&s, 0x04, 2048);
+    let key = rsa_public(&s, rsa_pub);
+    let p11 = f.p11().clone();
+    let slot = f.slot;
+    std::thread::scope(|scope| {
+        let mut workers = Vec::new();
+        for t in 0..8u8 {
+            let p11 = p11.clone();
+            let (point, key) = (&point, &key);
+            workers.push(scope.spawn(move || {
+                let session = p11
+                    .open_ro_session(slot)
+                    .expect("C_OpenSession in a thread");
+                for i in 0..10u8 {
+                    let msg = [b'T', t, b'#', i];
+                    if t % 2 == 0 {
+                        let sig = session
+                            .sign(&Mechanism::EcdsaSha256, ec_private, &msg)
+                            .expect("ECDSA in a thread");
+                        verify_ecdsa(Curve::P256, point, &Hash::Sha256.digest(&msg), &sig);
+                    } else {
+                        let sig = session
+                            .sign(&Mechanism::Sha256RsaPkcs, rsa_private, &msg)
+                            .expect("RSA in a thread");
+                        rsa_verifies(
+                            key,
+                            Hash::Sha256.pkcs1v15(),
+                            &Hash::Sha256.digest(&msg),
+                            &sig,
+                        );
+                    }
+                }
+            }));
+        }
+        for w in workers {
+            w.join().expect("worker thread");
+        }
+    });
+    assert_eq!(
+        s.get_session_info().unwrap().session_state(),
+        SessionState::RwUser
+    );
+}
+
+#[cfg(unix)]
+#[test]
+fn forked_child_must_initialize_again() {
+    let f = Fresh::new(4_100_030);
+    let s = f.user();
+    let p11 = f.p11().clone();
+    // SAFETY: the child only calls the module through cryptoki and leaves with _exit, never
+    // returning into the test harness; every other test waits on the module lock.
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0, "fork failed");
+    if pid == 0 {
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let mut code = 0;
+            if let Err(Error::Pkcs11(RvError::CryptokiNotInitialized, _)) = p11.get_all_slots() {
+                code |= 1;
+            }
+            if let Err(Error::Pkcs11(RvError::CryptokiNotInitialized, _)) = s.get_session_info() {
+                code |= 2;
+            }
+            if p11
+                .initialize(cryptoki::context::CInitializeArgs::new(
+                    cryptoki::context::CInitializeFlags::OS_LOCKING_OK,
+                ))
+                .is_ok()
+            {
+                code |= 4;
+            }
+            if p11.get_all_slots().is_ok_and(|v| !v.is_empty()) {
+                code |= 8;
+            }
+            code
+        }));
+        // SAFETY: leaves the child at once, without running the parent's atexit handlers or
+        // destructors (cryptoki's Session would close the parent's session handle).
+        unsafe { libc::_exit(outcome.unwrap_or(99)) };
+    }
+    let mut status = 0;
+    // SAFETY: waits for our own child.
+    let waited = unsafe { libc::waitpid(pid, &mut status, 0) };
+    assert_eq!(waited, pid);
+    assert!(libc::WIFEXITED(status), "child did not exit normally");
+    let code = libc::WEXITSTATUS(status);
+    assert_eq!(
+        code & 1,
+        1,
+        "child: C_GetSlotList must be CKR_CRYPTOKI_NOT_INITIALIZED (exit {code})"
+    );
+    assert_eq!(
+        code & 2,
+        2,
+        "child: C_GetSessionInfo must be CKR_CRYPTOKI_NOT_INITIALIZED (exit {code})"
+    );
+    assert_eq!(code & 4, 4, "child: C_Initialize must work (exit {code})");
+    assert_eq!(code & 8, 8, "child: slots after C_Initialize (exit {code})");
+    // The parent is untouched.
+    assert_eq!(
+        s.get_session_info().unwrap().session_state(),
+        SessionState::RwUser
+    );
+}
