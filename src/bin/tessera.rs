@@ -104,6 +104,19 @@ enum Command {
         #[arg(long)]
         slot: String,
     },
+    /// Renewal with a new key generated on the card.
+    #[command(subcommand)]
+    Renew(manager::renew::RenewCommand),
+    /// Make a CMS signature of a file with the card.
+    Sign(manager::cms::SignArgs),
+    /// Check a CMS signature.
+    Verify(manager::cms::VerifyArgs),
+    /// Register the module with Firefox, Thunderbird, NSS databases or p11-kit.
+    Register(manager::register::RegisterArgs),
+    /// Check the system: PC/SC service, readers, cards, the module, browsers.
+    Doctor(manager::doctor::DoctorArgs),
+    /// The whole e-Cert story on a fresh virtual card, each step verified.
+    Demo(manager::demo::DemoArgs),
     /// Shell completions.
     Completions {
         /// bash, zsh, fish, …
@@ -359,6 +372,12 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             certs::delete(&card, slot, pin_value.as_bytes())?;
             println!("slot {slot} is now empty");
         }
+        Command::Renew(ref cmd) => manager::renew::run(&opts, cmd)?,
+        Command::Sign(ref args) => manager::cms::sign(&opts, args)?,
+        Command::Verify(ref args) => manager::cms::verify(&opts, args)?,
+        Command::Register(ref args) => manager::register::run(&opts, args)?,
+        Command::Doctor(ref args) => manager::doctor::run(&opts, args)?,
+        Command::Demo(ref args) => manager::demo::run(&opts, args)?,
         Command::Completions { shell } => {
             clap_complete::generate(
                 shell,

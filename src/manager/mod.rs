@@ -4,7 +4,12 @@
 //! nothing here sends an APDU of its own.
 
 pub mod certs;
+pub mod cms;
+pub mod demo;
+pub mod doctor;
 pub mod pin;
+pub mod register;
+pub mod renew;
 pub mod secret;
 pub mod status;
 
