@@ -63,11 +63,15 @@ pub struct Library {
     handles: Mutex<Handles>,
     session_objects: Mutex<HashMap<CK_OBJECT_HANDLE, (CK_SESSION_HANDLE, SessionObject)>>,
     presence: Mutex<HashMap<CK_SLOT_ID, bool>>,
+    reader_cache: Mutex<Option<(std::time::Instant, Vec<pcsc::ReaderInfo>)>>,
     cancelled: AtomicBool,
     so_puk: Mutex<HashMap<CK_SLOT_ID, Zeroizing<Vec<u8>>>>,
 }
 
 type Global = Option<(u32, Arc<Library>)>;
+
+/// How long reader states from pcscd are reused by calls that send no APDU.
+const READER_STATE_TTL: Duration = Duration::from_millis(100);
 static LIBRARY: RwLock<Global> = RwLock::new(None);
 
 /// C_Initialize: creates the library (CKR_CRYPTOKI_ALREADY_INITIALIZED when it exists in this
@@ -160,6 +164,7 @@ impl Library {
             handles: Mutex::new(Handles::default()),
             session_objects: Mutex::new(HashMap::new()),
             presence: Mutex::new(HashMap::new()),
+            reader_cache: Mutex::new(None),
             cancelled: AtomicBool::new(false),
             so_puk: Mutex::new(HashMap::new()),
         };
@@ -174,18 +179,34 @@ impl Library {
         lib
     }
 
-    /// Reader states from pcscd (IPC, never an APDU); `None` when pcscd is unreachable.
+    /// Reader states, at most [`READER_STATE_TTL`] old: calls that send no APDU (NSS polls
+    /// C_GetTokenInfo constantly) then cost no pcscd round trip either. A card pulled within
+    /// that window is noticed by its next APDU (CKR_DEVICE_REMOVED).
     fn readers(&self) -> Option<Vec<pcsc::ReaderInfo>> {
+        if let Some((at, states)) = self.reader_cache.lock().as_ref() {
+            if at.elapsed() < READER_STATE_TTL {
+                return Some(states.clone());
+            }
+        }
+        self.readers_now()
+    }
+
+    /// Reader states from pcscd now (IPC, never an APDU); `None` when pcscd is unreachable.
+    fn readers_now(&self) -> Option<Vec<pcsc::ReaderInfo>> {
         let mut ctx = self.pcsc.lock();
         if ctx.is_none() {
             *ctx = pcsc::establish().ok();
         }
         let c = ctx.as_ref()?;
         match pcsc::readers(c) {
-            Ok(r) => Some(r),
+            Ok(r) => {
+                *self.reader_cache.lock() = Some((std::time::Instant::now(), r.clone()));
+                Some(r)
+            }
             Err(e) => {
                 log::debug!("pcsc readers: {e}");
                 *ctx = None;
+                *self.reader_cache.lock() = None;
                 None
             }
         }
@@ -193,7 +214,7 @@ impl Library {
 
     /// Appends a slot for each reader not seen before (slot IDs never move).
     fn refresh_readers(&self) -> Option<Vec<pcsc::ReaderInfo>> {
-        let readers = self.readers()?;
+        let readers = self.readers_now()?;
         let mut slots = self.slots.write();
         for r in &readers {
             let known = slots
