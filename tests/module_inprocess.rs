@@ -530,8 +530,9 @@ fn wrong_pin_spends_one_try_each_and_locks() {
     let t = f.p11().get_token_info(f.slot).unwrap();
     assert!(t.user_pin_locked(), "CKF_USER_PIN_LOCKED at 0");
 
-    // Even the right PIN is refused now.
+    // Even the right PIN is refused now, also for a PIN change.
     assert_rv(s.login(UserType::User, Some(&pin(PIN))), RvError::PinLocked);
+    assert_rv(s.set_pin(&pin(PIN), &pin("11223344")), RvError::PinLocked);
     assert_eq!(f.on_card(pin_status), PinStatus::Blocked);
     assert_eq!(
         s.get_session_info().unwrap().session_state(),
@@ -668,6 +669,13 @@ fn set_pin_changes_pin_for_user_and_puk_for_so() {
         .get_token_info(f.slot)
         .unwrap()
         .so_pin_to_be_changed());
+    // C_InitPIN in the same SO session uses the new PUK (a stale one would spend a try).
+    s.init_pin(&pin("97531864")).unwrap();
+    assert_eq!(f.on_card(puk_tries), 3);
+    assert_eq!(
+        f.on_card(|ch| tessera_pkcs11::applet::piv::verify_pin(ch, Some(b"97531864"))),
+        PinStatus::Verified
+    );
     s.logout().unwrap();
     s.login(UserType::So, Some(&pin("87651234"))).unwrap();
 }
@@ -1065,9 +1073,10 @@ fn signature_key_needs_context_login_before_each_signature() {
         RvError::UserNotLoggedIn,
     );
 
-    // With it: one signature (single-part C_Sign).
+    // With it: one signature (single-part C_Sign, after the length query applications make).
     s.sign_init(&Mechanism::EcdsaSha256, private).unwrap();
     s.login(UserType::ContextSpecific, Some(&pin(PIN))).unwrap();
+    assert_eq!(raw_sign_len(s.handle(), MESSAGE), (CKR_OK, 64));
     let (rv, sig) = raw_sign(s.handle(), MESSAGE);
     assert_eq!(rv, CKR_OK, "C_Sign after CKU_CONTEXT_SPECIFIC");
     verify_ecdsa(Curve::P256, &point, &hashed, &sig);
@@ -1729,6 +1738,10 @@ fn forked_child_must_initialize_again() {
             if p11.get_all_slots().is_ok_and(|v| !v.is_empty()) {
                 code |= 8;
             }
+            // The parent's session is not the child's.
+            if let Err(Error::Pkcs11(RvError::SessionHandleInvalid, _)) = s.get_session_info() {
+                code |= 16;
+            }
             code
         }));
         // SAFETY: leaves the child at once, without running the parent's atexit handlers or
@@ -1753,9 +1766,609 @@ fn forked_child_must_initialize_again() {
     );
     assert_eq!(code & 4, 4, "child: C_Initialize must work (exit {code})");
     assert_eq!(code & 8, 8, "child: slots after C_Initialize (exit {code})");
+    assert_eq!(
+        code & 16,
+        16,
+        "child: the parent's session handle is invalid after its own C_Initialize (exit {code})"
+    );
     // The parent is untouched.
     assert_eq!(
         s.get_session_info().unwrap().session_state(),
         SessionState::RwUser
+    );
+}
+
+// ---- more login rules --------------------------------------------------------------------------
+
+#[test]
+fn login_rules_between_user_and_so() {
+    let f = Fresh::new(4_100_031);
+    let s = f.rw();
+    // C_InitPIN needs the SO.
+    assert_rv(s.init_pin(&pin("11223344")), RvError::UserNotLoggedIn);
+    s.login(UserType::User, Some(&pin(PIN))).unwrap();
+    assert_rv(s.init_pin(&pin("11223344")), RvError::UserNotLoggedIn);
+    assert_rv(
+        s.login(UserType::So, Some(&pin(PUK))),
+        RvError::UserAnotherAlreadyLoggedIn,
+    );
+    s.logout().unwrap();
+    s.login(UserType::So, Some(&pin(PUK))).unwrap();
+    assert_rv(
+        s.login(UserType::User, Some(&pin(PIN))),
+        RvError::UserAnotherAlreadyLoggedIn,
+    );
+    // A malformed new PIN never reaches the card (no PUK try spent, PIN unchanged).
+    assert_rv(s.init_pin(&pin("12345")), RvError::PinLenRange);
+    assert_eq!(f.on_card(puk_tries), 3);
+    assert_eq!(
+        f.on_card(|ch| tessera_pkcs11::applet::piv::verify_pin(ch, Some(PIN.as_bytes()))),
+        PinStatus::Verified
+    );
+    s.logout().unwrap();
+
+    // CKU_CONTEXT_SPECIFIC without an operation that wants it.
+    s.login(UserType::User, Some(&pin(PIN))).unwrap();
+    assert_rv(
+        s.login(UserType::ContextSpecific, Some(&pin(PIN))),
+        RvError::OperationNotInitialized,
+    );
+    // C_SetPIN with a malformed new PIN spends nothing.
+    assert_rv(s.set_pin(&pin(PIN), &pin("123")), RvError::PinLenRange);
+    assert_eq!(f.on_card(pin_status), PinStatus::TriesLeft(3));
+
+    // A wrong PIN after a good one: COUNT_LOW follows, and a good login clears it.
+    s.logout().unwrap();
+    assert_rv(
+        s.login(UserType::User, Some(&pin("654321"))),
+        RvError::PinIncorrect,
+    );
+    assert!(f.p11().get_token_info(f.slot).unwrap().user_pin_count_low());
+    s.login(UserType::User, Some(&pin(PIN))).unwrap();
+    assert_eq!(f.on_card(pin_status), PinStatus::TriesLeft(3));
+    let t = f.p11().get_token_info(f.slot).unwrap();
+    assert!(
+        !t.user_pin_count_low(),
+        "a good PIN resets the counter and the flag"
+    );
+}
+
+#[test]
+fn wrong_puk_counts_down_and_locks() {
+    let f = Fresh::new(4_100_032);
+    let s = f.rw();
+    assert_rv(
+        s.login(UserType::So, Some(&pin("00000000"))),
+        RvError::PinIncorrect,
+    );
+    assert_eq!(f.on_card(puk_tries), 2);
+    assert!(f.p11().get_token_info(f.slot).unwrap().so_pin_count_low());
+    assert_rv(
+        s.login(UserType::So, Some(&pin("00000001"))),
+        RvError::PinIncorrect,
+    );
+    assert_eq!(f.on_card(puk_tries), 1);
+    assert!(f.p11().get_token_info(f.slot).unwrap().so_pin_final_try());
+    let rv = rv_of(s.login(UserType::So, Some(&pin("00000002"))));
+    assert!(
+        matches!(rv, RvError::PinIncorrect | RvError::PinLocked),
+        "last wrong PUK: {rv:?}"
+    );
+    assert_eq!(f.on_card(puk_tries), 0);
+    assert!(f.p11().get_token_info(f.slot).unwrap().so_pin_locked());
+    assert_rv(s.login(UserType::So, Some(&pin(PUK))), RvError::PinLocked);
+    // The PIN is untouched.
+    assert_eq!(f.on_card(pin_status), PinStatus::TriesLeft(3));
+    s.login(UserType::User, Some(&pin(PIN))).unwrap();
+}
+
+#[test]
+fn so_changes_puk_with_a_wrong_old_puk_spends_a_try() {
+    let f = Fresh::new(4_100_033);
+    let s = f.rw();
+    s.login(UserType::So, Some(&pin(PUK))).unwrap();
+    assert_rv(
+        s.set_pin(&pin("11111111"), &pin("22222222")),
+        RvError::PinIncorrect,
+    );
+    assert_eq!(f.on_card(puk_tries), 2);
+    let meta = f.on_card(|ch| keys::reference_metadata(ch, 0x81)).unwrap();
+    assert!(meta.is_default, "the PUK did not change");
+}
+
+// ---- more write rules --------------------------------------------------------------------------
+
+#[test]
+fn writes_need_a_logged_in_rw_session() {
+    let f = Fresh::new(4_100_034);
+    let (public, private) = {
+        let s = f.user();
+        generate_ec(&s, 0x01, Curve::P256)
+    };
+    let _ = (public, private);
+    let rw = f.rw();
+    let mut public_template = vec![
+        Attribute::Token(true),
+        Attribute::Id(vec![0x01]),
+        Attribute::EcParams(P256_PARAMS.to_vec()),
+    ];
+    let private_template = vec![Attribute::Token(true), Attribute::Id(vec![0x01])];
+    assert_rv(
+        rw.generate_key_pair(
+            &Mechanism::EccKeyPairGen,
+            &public_template,
+            &private_template,
+        ),
+        RvError::UserNotLoggedIn,
+    );
+    let ro = f.ro();
+    ro.login(UserType::User, Some(&pin(PIN))).unwrap();
+    assert_rv(
+        ro.generate_key_pair(
+            &Mechanism::EccKeyPairGen,
+            &public_template,
+            &private_template,
+        ),
+        RvError::SessionReadOnly,
+    );
+    let public = object(&ro, ObjectClass::PUBLIC_KEY, 0x01);
+    let spki = ec_spki(Curve::P256, &ec_point(&ro, public));
+    let der = certificate_for(&spki, "RO", false, false);
+    assert_rv(
+        ro.create_object(&[
+            Attribute::Class(ObjectClass::CERTIFICATE),
+            Attribute::CertificateType(cryptoki::object::CertificateType::X_509),
+            Attribute::Id(vec![0x01]),
+            Attribute::Value(der),
+        ]),
+        RvError::SessionReadOnly,
+    );
+    assert_eq!(f.on_card(|ch| certificate(ch, 0x9A)), None);
+
+    // Sizes the card cannot do.
+    let rsa_public_template = [
+        Attribute::Token(true),
+        Attribute::Id(vec![0x01]),
+        Attribute::ModulusBits(1024u64.into()),
+    ];
+    let rv = rv_of(rw.generate_key_pair(
+        &Mechanism::RsaPkcsKeyPairGen,
+        &rsa_public_template,
+        &private_template,
+    ));
+    assert!(
+        matches!(
+            rv,
+            RvError::KeySizeRange | RvError::TemplateInconsistent | RvError::AttributeValueInvalid
+        ),
+        "RSA 1024: {rv:?}"
+    );
+    public_template[2] = Attribute::EcParams(vec![0x06, 0x05, 0x2B, 0x81, 0x04, 0x00, 0x23]); // P-521
+    let rv = rv_of(rw.generate_key_pair(
+        &Mechanism::EccKeyPairGen,
+        &public_template,
+        &private_template,
+    ));
+    assert!(
+        matches!(
+            rv,
+            RvError::CurveNotSupported
+                | RvError::DomainParamsInvalid
+                | RvError::AttributeValueInvalid
+                | RvError::TemplateInconsistent
+        ),
+        "P-521: {rv:?}"
+    );
+    // The 9A key is untouched by the refused writes.
+    assert_eq!(
+        ec_point(&rw, object(&rw, ObjectClass::PUBLIC_KEY, 0x01)),
+        ec_point(&ro, public)
+    );
+}
+
+#[test]
+fn key_without_cka_id_goes_by_usage() {
+    let f = Fresh::new(4_100_035);
+    let s = f.user();
+    let (public, _) = s
+        .generate_key_pair(
+            &Mechanism::EccKeyPairGen,
+            &[
+                Attribute::Token(true),
+                Attribute::EcParams(P256_PARAMS.to_vec()),
+            ],
+            &[Attribute::Token(true), Attribute::Sign(true)],
+        )
+        .unwrap();
+    assert_eq!(
+        attr_bytes(&s, public, AttributeType::Id),
+        vec![0x01],
+        "signing key → 9A"
+    );
+    let (public, _) = s
+        .generate_key_pair(
+            &Mechanism::EccKeyPairGen,
+            &[
+                Attribute::Token(true),
+                Attribute::EcParams(P256_PARAMS.to_vec()),
+            ],
+            &[Attribute::Token(true), Attribute::Derive(true)],
+        )
+        .unwrap();
+    assert_eq!(
+        attr_bytes(&s, public, AttributeType::Id),
+        vec![0x03],
+        "agreement key → 9D"
+    );
+    assert!(f
+        .on_card(|ch| keys::metadata(ch, KeySlot::KEY_MANAGEMENT))
+        .is_some());
+}
+
+#[test]
+fn destroying_a_private_key_deletes_it_from_the_card() {
+    let f = Fresh::new(4_100_036);
+    let s = f.user();
+    let (public, private) = generate_ec(&s, 0x01, Curve::P256);
+    let spki = ec_spki(Curve::P256, &ec_point(&s, public));
+    create_certificate(&s, 0x01, &certificate_for(&spki, "Gone", false, false));
+    s.destroy_object(private).unwrap();
+    assert_eq!(
+        f.on_card(|ch| keys::metadata(ch, KeySlot::AUTHENTICATION)),
+        None,
+        "the key is gone from the card"
+    );
+    assert_eq!(
+        f.on_card(|ch| certificate(ch, 0x9A)),
+        None,
+        "and its certificate"
+    );
+    assert!(s
+        .find_objects(&[Attribute::Id(vec![0x01])])
+        .unwrap()
+        .is_empty());
+    assert_rv(
+        s.sign(&Mechanism::Ecdsa, private, &[1u8; 32]),
+        RvError::KeyHandleInvalid,
+    );
+}
+
+#[test]
+fn attributes_are_read_only_and_derived_keys_can_be_sensitive() {
+    let f = Fresh::new(4_100_037);
+    let s = f.user();
+    let (public, private) = generate_ec(&s, 0x03, Curve::P256);
+    // Setting a value to what it is succeeds (NSS does that), changing it does not.
+    s.update_attributes(private, &[Attribute::Label(b"KEY MAN key".to_vec())])
+        .unwrap();
+    // NSS renames keys it imports: accepted, but the card's label stays (design decision in
+    // token::library::set_attributes).
+    s.update_attributes(private, &[Attribute::Label(b"renamed".to_vec())])
+        .unwrap();
+    assert_eq!(label(&s, private), "KEY MAN key");
+    assert_rv(
+        s.update_attributes(private, &[Attribute::Sign(true)]),
+        RvError::AttributeReadOnly,
+    );
+    assert!(!attr_bool(&s, private, AttributeType::Sign));
+    let spki = ec_spki(Curve::P256, &ec_point(&s, public));
+    let cert = create_certificate(&s, 0x03, &certificate_for(&spki, "Enc", true, false));
+    assert_rv(
+        s.update_attributes(cert, &[Attribute::Value(vec![0x30, 0x00])]),
+        RvError::AttributeReadOnly,
+    );
+
+    use cryptoki::mechanism::elliptic_curve::{EcKdf, Ecdh1DeriveParams};
+    let (_, host_point) = host_ec_key(Curve::P256);
+    let derived = s
+        .derive_key(
+            &Mechanism::Ecdh1Derive(Ecdh1DeriveParams::new(EcKdf::null(), &host_point)),
+            private,
+            &[
+                Attribute::Class(ObjectClass::SECRET_KEY),
+                Attribute::KeyType(KeyType::GENERIC_SECRET),
+                Attribute::Sensitive(true),
+            ],
+        )
+        .unwrap();
+    let info = s
+        .get_attribute_info(derived, &[AttributeType::Value])
+        .unwrap();
+    assert!(
+        matches!(info.as_slice(), [AttributeInfo::Sensitive]),
+        "CKA_VALUE of a sensitive derived key: {info:?}"
+    );
+    // CKA_VALUE_LEN asks for fewer bytes.
+    let derived = s
+        .derive_key(
+            &Mechanism::Ecdh1Derive(Ecdh1DeriveParams::new(EcKdf::null(), &host_point)),
+            private,
+            &[
+                Attribute::Class(ObjectClass::SECRET_KEY),
+                Attribute::KeyType(KeyType::GENERIC_SECRET),
+                Attribute::Sensitive(false),
+                Attribute::Extractable(true),
+                Attribute::ValueLen(16u64.into()),
+            ],
+        )
+        .unwrap();
+    assert_eq!(attr_bytes(&s, derived, AttributeType::Value).len(), 16);
+}
+
+#[test]
+fn wrong_lengths_and_parameters_have_their_return_values() {
+    let f = Fresh::new(4_100_038);
+    let s = f.user();
+    let (rsa_pub, rsa_priv) = generate_rsa(&s, 0x01, 2048);
+    let (_, ec_priv) = generate_ec(&s, 0x03, Curve::P256);
+
+    assert_rv(
+        s.sign(&Mechanism::RsaPkcs, rsa_priv, &[0x11; 250]),
+        RvError::DataLenRange,
+    );
+    assert_rv(
+        s.sign(&Mechanism::RsaX509, rsa_priv, &[0x11; 257]),
+        RvError::DataLenRange,
+    );
+    assert_rv(
+        s.decrypt(&Mechanism::RsaPkcs, rsa_priv, &[0x11; 100]),
+        RvError::EncryptedDataLenRange,
+    );
+    let sig = s
+        .sign(&Mechanism::Sha256RsaPkcs, rsa_priv, MESSAGE)
+        .unwrap();
+    assert_rv(
+        s.verify(&Mechanism::Sha256RsaPkcs, rsa_pub, MESSAGE, &sig[1..]),
+        RvError::SignatureLenRange,
+    );
+    // PSS: the hash must be the mechanism's, the salt must fit.
+    let wrong_hash = PkcsPssParams {
+        hash_alg: MechanismType::SHA1,
+        mgf: PkcsMgfType::MGF1_SHA1,
+        s_len: 20u64.into(),
+    };
+    assert_rv(
+        s.sign(&Mechanism::Sha256RsaPkcsPss(wrong_hash), rsa_priv, MESSAGE),
+        RvError::MechanismParamInvalid,
+    );
+    let long_salt = PkcsPssParams {
+        hash_alg: MechanismType::SHA256,
+        mgf: PkcsMgfType::MGF1_SHA256,
+        s_len: 300u64.into(),
+    };
+    assert_rv(
+        s.sign(&Mechanism::Sha256RsaPkcsPss(long_salt), rsa_priv, MESSAGE),
+        RvError::MechanismParamInvalid,
+    );
+    // ECDH with a point that is not on the curve.
+    use cryptoki::mechanism::elliptic_curve::{EcKdf, Ecdh1DeriveParams};
+    let mut bad_point = vec![0x04];
+    bad_point.extend_from_slice(&[0x01; 64]);
+    let rv = rv_of(s.derive_key(
+        &Mechanism::Ecdh1Derive(Ecdh1DeriveParams::new(EcKdf::null(), &bad_point)),
+        ec_priv,
+        &[
+            Attribute::Class(ObjectClass::SECRET_KEY),
+            Attribute::KeyType(KeyType::GENERIC_SECRET),
+        ],
+    ));
+    assert!(
+        matches!(
+            rv,
+            RvError::MechanismParamInvalid | RvError::DomainParamsInvalid
+        ),
+        "ECDH with an invalid point: {rv:?}"
+    );
+    // An operation in progress blocks another one of the same kind until it ends.
+    s.sign_init(&Mechanism::Sha256RsaPkcs, rsa_priv).unwrap();
+    assert_rv(
+        s.sign_init(&Mechanism::Sha256RsaPkcs, rsa_priv),
+        RvError::OperationActive,
+    );
+    s.sign_update(MESSAGE).unwrap();
+    s.sign_final().unwrap();
+    assert_rv(s.sign_final(), RvError::OperationNotInitialized);
+}
+
+#[test]
+fn wait_for_slot_event_sees_removal_and_is_cancelled_by_finalize() {
+    use std::sync::mpsc;
+    use std::time::Duration;
+    let f = Fresh::new(4_100_039);
+    assert_eq!(f.p11().get_slot_event().unwrap(), Some(f.slot));
+
+    // A blocking wait wakes up when the card goes.
+    let (tx, rx) = mpsc::channel();
+    let p11 = f.p11().clone();
+    std::thread::spawn(move || {
+        let _ = tx.send(p11.wait_for_slot_event());
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let away = f.card.with_extension("away");
+    std::fs::rename(&f.card, &away).unwrap();
+    let got = rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("C_WaitForSlotEvent never returned after a removal");
+    assert_eq!(got.unwrap(), f.slot);
+    std::fs::rename(&away, &f.card).unwrap();
+    assert_eq!(f.p11().get_slot_event().unwrap(), Some(f.slot));
+
+    // C_Finalize cancels a blocked wait.
+    let (tx, rx) = mpsc::channel();
+    let p11 = f.p11().clone();
+    std::thread::spawn(move || {
+        let _ = tx.send(p11.wait_for_slot_event());
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    f.p11().clone().finalize().unwrap();
+    let got = rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("C_Finalize did not cancel C_WaitForSlotEvent");
+    assert_rv(got, RvError::CryptokiNotInitialized);
+    // Initialised again for the test's own C_Finalize.
+    f.p11()
+        .initialize(cryptoki::context::CInitializeArgs::new(
+            cryptoki::context::CInitializeFlags::OS_LOCKING_OK,
+        ))
+        .unwrap();
+}
+
+#[test]
+fn counters_and_identity_at_startup_come_from_the_card() {
+    let mut low = tessera_pkcs11::vcard::CardState::factory(4_100_040);
+    low.pin.tries_left = 1;
+    low.puk.tries_left = 0;
+    let mut five = tessera_pkcs11::vcard::CardState::factory(4_100_041);
+    five.set_retries(5, 4);
+    five.pin.tries_left = 4;
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (dir.path().join("a.json"), dir.path().join("b.json"));
+    tessera_pkcs11::vcard::CardFile::create(&a, &low).unwrap();
+    tessera_pkcs11::vcard::CardFile::create(&b, &five).unwrap();
+    let init = Initialized::new(&[&a, &b]);
+    let slots = init.pkcs11.get_all_slots().unwrap();
+    let (sa, sb) = (slots[0], slots[1]);
+
+    let ta = init.pkcs11.get_token_info(sa).unwrap();
+    assert_eq!(ta.serial_number(), "4100040");
+    assert!(
+        ta.user_pin_final_try(),
+        "PIN at its last try before any login"
+    );
+    assert!(ta.user_pin_count_low());
+    assert!(ta.so_pin_locked(), "PUK blocked");
+    let tb = init.pkcs11.get_token_info(sb).unwrap();
+    assert_eq!(tb.serial_number(), "4100041");
+    assert!(tb.user_pin_count_low(), "4 of 5");
+    assert!(!tb.user_pin_final_try());
+    assert!(!tb.so_pin_count_low(), "PUK 4 of 4 is not low");
+    drop(init);
+}
+
+#[test]
+fn writes_use_the_pin_protected_management_key() {
+    use tessera_pkcs11::applet::piv::{self, ManagementAlgorithm};
+    let f = Fresh::new(4_100_042);
+    let key: Vec<u8> = (0..32u8).map(|i| i.wrapping_mul(37) ^ 0xA5).collect();
+    f.on_card(|ch| {
+        piv::authenticate_management(
+            ch,
+            ManagementAlgorithm::TripleDes,
+            &piv::DEFAULT_MANAGEMENT_KEY,
+        )?;
+        admin::set_management_key(ch, ManagementAlgorithm::Aes256, &key)?;
+        piv::authenticate_management(ch, ManagementAlgorithm::Aes256, &key)?;
+        admin::store_management_key(ch, &key)
+    });
+    let s = f.user();
+    let (public, _) = generate_ec(&s, 0x01, Curve::P256);
+    let spki = ec_spki(Curve::P256, &ec_point(&s, public));
+    let der = certificate_for(&spki, "Protected", false, false);
+    create_certificate(&s, 0x01, &der);
+    assert_eq!(
+        f.on_card(|ch| certificate(ch, 0x9A)).as_deref(),
+        Some(der.as_slice())
+    );
+    // The card's management key is still the one we set (the module did not change it).
+    f.on_card(|ch| piv::authenticate_management(ch, ManagementAlgorithm::Aes256, &key));
+}
+
+#[test]
+fn writes_are_refused_without_a_usable_management_key() {
+    use tessera_pkcs11::applet::piv::{self, ManagementAlgorithm};
+    let f = Fresh::new(4_100_043);
+    let key = [0x42u8; 16];
+    f.on_card(|ch| {
+        piv::authenticate_management(
+            ch,
+            ManagementAlgorithm::TripleDes,
+            &piv::DEFAULT_MANAGEMENT_KEY,
+        )?;
+        admin::set_management_key(ch, ManagementAlgorithm::Aes128, &key)
+    });
+    let s = f.user();
+    let public = [
+        Attribute::Token(true),
+        Attribute::Id(vec![0x01]),
+        Attribute::EcParams(P256_PARAMS.to_vec()),
+    ];
+    let private = [Attribute::Token(true), Attribute::Id(vec![0x01])];
+    assert!(s
+        .generate_key_pair(&Mechanism::EccKeyPairGen, &public, &private)
+        .is_err());
+    assert_eq!(
+        f.on_card(|ch| keys::metadata(ch, KeySlot::AUTHENTICATION)),
+        None,
+        "no key was generated"
+    );
+    assert_eq!(
+        f.on_card(pin_status),
+        PinStatus::TriesLeft(3),
+        "no PIN try spent"
+    );
+}
+
+#[test]
+fn replacing_a_key_leaves_no_stale_certificate() {
+    let f = Fresh::new(4_100_044);
+    let s = f.user();
+    let (public, _) = generate_ec(&s, 0x01, Curve::P256);
+    let spki = ec_spki(Curve::P256, &ec_point(&s, public));
+    create_certificate(&s, 0x01, &certificate_for(&spki, "Old", false, false));
+    let (public, private) = generate_ec(&s, 0x01, Curve::P256);
+    let certs = s
+        .find_objects(&[
+            Attribute::Class(ObjectClass::CERTIFICATE),
+            Attribute::Id(vec![0x01]),
+        ])
+        .unwrap();
+    assert!(
+        certs.is_empty(),
+        "the old certificate does not certify the new key"
+    );
+    assert_eq!(f.on_card(|ch| certificate(ch, 0x9A)), None);
+    let point = ec_point(&s, public);
+    let sig = s.sign(&Mechanism::EcdsaSha256, private, MESSAGE).unwrap();
+    verify_ecdsa(Curve::P256, &point, &Hash::Sha256.digest(MESSAGE), &sig);
+}
+
+#[test]
+fn a_full_key_history_refuses_to_replace_the_key_management_key() {
+    let f = Fresh::new(4_100_045);
+    let s = f.user();
+    // 9D plus 20 retired slots.
+    for _ in 0..21 {
+        generate_ec(&s, 0x03, Curve::P256);
+    }
+    let history = f.on_card(|ch| admin::key_history(ch)).unwrap();
+    assert_eq!(history.on_card_certs, 20);
+    let current = ec_point(&s, object(&s, ObjectClass::PUBLIC_KEY, 0x03));
+    let last_retired = object(&s, ObjectClass::PRIVATE_KEY, 0x24);
+    assert_eq!(label(&s, last_retired), "Retired KEY MAN 20");
+
+    let public = [
+        Attribute::Token(true),
+        Attribute::Id(vec![0x03]),
+        Attribute::EcParams(P256_PARAMS.to_vec()),
+    ];
+    let private = [Attribute::Token(true), Attribute::Id(vec![0x03])];
+    assert!(
+        s.generate_key_pair(&Mechanism::EccKeyPairGen, &public, &private)
+            .is_err(),
+        "no retired slot left: the write is refused"
+    );
+    let meta = f
+        .on_card(|ch| keys::metadata(ch, KeySlot::KEY_MANAGEMENT))
+        .unwrap();
+    assert_eq!(
+        meta.public_key.unwrap().spki_der,
+        ec_spki(Curve::P256, &current),
+        "9D still holds its key"
+    );
+    assert_eq!(
+        f.on_card(|ch| admin::key_history(ch))
+            .unwrap()
+            .on_card_certs,
+        20
     );
 }

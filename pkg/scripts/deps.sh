@@ -51,6 +51,13 @@ else
   echo "deps: ERROR: cargo fmt / cargo clippy missing and no rustup" >&2; exit 1
 fi
 
+# The demo (pkg/scripts/demo.sh) needs no fuzzing tools: SKIP_FUZZ_TOOLS=1 stops here.
+if [ "${SKIP_FUZZ_TOOLS:-0}" = 1 ]; then
+  say "fuzz tools: skipped (SKIP_FUZZ_TOOLS=1)"
+  say "done"
+  exit 0
+fi
+
 # 3. nightly toolchain (cargo fuzz needs it); absence is not fatal: the fuzz step SKIPs
 if ! command -v rustup >/dev/null; then
   say "nightly: no rustup; fuzz step will SKIP"

@@ -176,6 +176,12 @@ enum VcardCommand {
 }
 
 fn main() -> ExitCode {
+    // Output piped into `head` or `grep -q` ends quietly when the reader goes away, as
+    // command-line tools do, instead of a panic on a broken pipe.
+    // SAFETY: called once at start-up before any thread exists; SIG_DFL is a valid handler.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = Cli::parse();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,

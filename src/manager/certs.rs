@@ -285,34 +285,109 @@ pub fn prove_key(
         .ok_or_else(|| ManagerError {
             message: format!("no private key in slot {slot} after loading it"),
         })?;
-    let info = public.key_info();
-    let mech = Mechanism {
-        ty: match info {
-            mechanism::KeyInfo::Rsa { .. } => CKM_SHA256_RSA_PKCS,
-            mechanism::KeyInfo::Ec { .. } => CKM_ECDSA_SHA256,
-        },
-        param: MechParam::None,
+    let flag = |ty| {
+        with(|lib| lib.get_attributes(card.handle, key, &[ty]))
+            .map(|a| matches!(a.first(), Some(crate::token::AttrAnswer::Value(v)) if v.first() == Some(&1)))
     };
-    let mut challenge = [0u8; 32];
-    rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut challenge);
-    let signature = with(|lib| {
-        lib.sign_init(card.handle, &mech, key)?;
-        let always = matches!(
-            lib.get_attributes(card.handle, key, &[CKA_ALWAYS_AUTHENTICATE])?.first(),
-            Some(crate::token::AttrAnswer::Value(v)) if v.first() == Some(&1)
-        );
+    let always = flag(CKA_ALWAYS_AUTHENTICATE)?;
+    let context_login = |lib: &crate::token::Library| {
         if always {
             lib.login(card.handle, CKU_CONTEXT_SPECIFIC, pin)?;
         }
-        let len = lib.sign(card.handle, &challenge, OutBuf::Query)?;
-        let mut sig = vec![0u8; len];
-        let n = lib.sign(card.handle, &challenge, OutBuf::Into(&mut sig))?;
-        sig.truncate(n);
-        Ok(sig)
-    })?;
-    let mut op = VerifyOp::new(&mech, info)?;
-    op.update(&challenge)?;
-    Ok(op.verify(public, &signature).is_ok())
+        Ok(())
+    };
+    let mut challenge = [0u8; 32];
+    rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut challenge);
+    let info = public.key_info();
+    if flag(CKA_SIGN)? {
+        // A signing key signs a fresh challenge that the certificate's key verifies.
+        let mech = Mechanism {
+            ty: match info {
+                mechanism::KeyInfo::Rsa { .. } => CKM_SHA256_RSA_PKCS,
+                mechanism::KeyInfo::Ec { .. } => CKM_ECDSA_SHA256,
+            },
+            param: MechParam::None,
+        };
+        let signature = with(|lib| {
+            lib.sign_init(card.handle, &mech, key)?;
+            context_login(lib)?;
+            let len = lib.sign(card.handle, &challenge, OutBuf::Query)?;
+            let mut sig = vec![0u8; len];
+            let n = lib.sign(card.handle, &challenge, OutBuf::Into(&mut sig))?;
+            sig.truncate(n);
+            Ok(sig)
+        })?;
+        let mut op = VerifyOp::new(&mech, info)?;
+        op.update(&challenge)?;
+        return Ok(op.verify(public, &signature).is_ok());
+    }
+    match public {
+        // An encryption key decrypts a challenge encrypted to the certificate's key.
+        PublicKey::Rsa(_) => {
+            let mech = Mechanism {
+                ty: CKM_RSA_PKCS,
+                param: MechParam::None,
+            };
+            let ciphertext = mechanism::encrypt(&mech, public, &challenge)?;
+            let plain = with(|lib| {
+                lib.decrypt_init(card.handle, &mech, key)?;
+                context_login(lib)?;
+                let mut out = Zeroizing::new(vec![0u8; ciphertext.len()]);
+                let n = lib.decrypt(card.handle, &ciphertext, OutBuf::Into(&mut out))?;
+                out.truncate(n);
+                Ok(out)
+            })?;
+            Ok(plain.as_slice() == challenge)
+        }
+        // A key-agreement key agrees on the same secret as the host with an ephemeral key.
+        PublicKey::P256(card_pub) => {
+            let host = p256::ecdh::EphemeralSecret::random(&mut rand::rngs::OsRng);
+            let expected = host.diffie_hellman(card_pub);
+            let point = p256::EncodedPoint::from(host.public_key());
+            let got = derive_on_card(card, key, point.as_bytes(), &context_login)?;
+            Ok(got.as_slice() == expected.raw_secret_bytes().as_slice())
+        }
+        PublicKey::P384(card_pub) => {
+            let host = p384::ecdh::EphemeralSecret::random(&mut rand::rngs::OsRng);
+            let expected = host.diffie_hellman(card_pub);
+            let point = p384::EncodedPoint::from(host.public_key());
+            let got = derive_on_card(card, key, point.as_bytes(), &context_login)?;
+            Ok(got.as_slice() == expected.raw_secret_bytes().as_slice())
+        }
+    }
+}
+
+/// ECDH on the card with the key `key` and the host's point; returns the shared secret.
+fn derive_on_card(
+    card: &CardSession,
+    key: CK_OBJECT_HANDLE,
+    point: &[u8],
+    context_login: &dyn Fn(&crate::token::Library) -> crate::token::Result<()>,
+) -> Result<Zeroizing<Vec<u8>>> {
+    let mech = Mechanism {
+        ty: CKM_ECDH1_DERIVE,
+        param: MechParam::Ecdh {
+            kdf: CKD_NULL,
+            shared_data: Vec::new(),
+            public_data: point.to_vec(),
+        },
+    };
+    let template = [
+        attr_ulong(CKA_CLASS, CKO_SECRET_KEY),
+        attr_ulong(CKA_KEY_TYPE, CKK_GENERIC_SECRET),
+        super::attr_bool(CKA_SENSITIVE, false),
+        super::attr_bool(CKA_EXTRACTABLE, true),
+    ];
+    with(|lib| {
+        context_login(lib)?;
+        let derived = lib.derive_key(card.handle, &mech, key, &template)?;
+        let value = lib.get_attributes(card.handle, derived, &[CKA_VALUE])?;
+        let _ = lib.destroy_object(card.handle, derived);
+        match value.into_iter().next() {
+            Some(crate::token::AttrAnswer::Value(v)) => Ok(Zeroizing::new(v)),
+            _ => Err(crate::token::Error::new(CKR_FUNCTION_FAILED)),
+        }
+    })
 }
 
 /// Output format of `tessera export`.

@@ -168,9 +168,15 @@ pub struct Fresh {
 impl Fresh {
     /// A new card with `serial`.
     pub fn new(serial: u32) -> Self {
+        Self::with_state(CardState::factory(serial))
+    }
+
+    /// A card in the given state (fault injection: counters, objects, keys).
+    pub fn with_state(state: CardState) -> Self {
+        let serial = state.serial;
         let dir = tempfile::tempdir().unwrap();
         let card = dir.path().join("card.json");
-        CardFile::create(&card, &CardState::factory(serial)).unwrap();
+        CardFile::create(&card, &state).unwrap();
         let init = Initialized::new(&[&card]);
         let slot = *init
             .pkcs11
@@ -602,6 +608,24 @@ pub fn close_all_sessions(slot: Slot) -> CK_RV {
         .expect("C_CloseAllSessions");
     // SAFETY: plain value arguments.
     unsafe { f(CK_SLOT_ID::from(slot)) }
+}
+
+/// Raw C_Sign length query (NULL signature buffer): the return value and the length.
+pub fn raw_sign_len(session: CK_SESSION_HANDLE, data: &[u8]) -> (CK_RV, usize) {
+    let f = loaded().list.C_Sign.expect("C_Sign");
+    let mut len: cryptoki_sys::CK_ULONG = 0;
+    // SAFETY: a NULL signature pointer with a valid length pointer is the length query; data
+    // is only read.
+    let rv = unsafe {
+        f(
+            session,
+            data.as_ptr() as *mut u8,
+            data.len() as cryptoki_sys::CK_ULONG,
+            std::ptr::null_mut(),
+            &mut len,
+        )
+    };
+    (rv, len as usize)
 }
 
 /// Raw single-part C_Sign in a session whose operation was started with C_SignInit (cryptoki
