@@ -438,9 +438,6 @@ fn logout_drops_the_cards_pin_verification() {
 }
 
 #[test]
-#[ignore = "bug: a signature with a key that needs no PIN (9E) fails with CKR_USER_NOT_LOGGED_IN \
-            once after another process reset the card (library.rs sign_finish passes \
-            needs_login=true to SlotState::transact)"]
 fn card_authentication_key_signs_after_a_reset_without_login() {
     let Some(port) = lab_port() else { return };
     let lab = Lab::up(&port, 5_200_004);

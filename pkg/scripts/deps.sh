@@ -9,6 +9,7 @@ set -euo pipefail
 APT_PACKAGES=(
   pcscd libpcsclite-dev pkg-config vsmartcard-vpcd opensc yubico-piv-tool ykcs11
   libnss3-tools libengine-pkcs11-openssl gnutls-bin p11-kit pcsc-tools openssl
+  firefox-esr openssh-server openssh-client
 )
 
 say() { echo "deps: $*"; }
@@ -38,6 +39,23 @@ else
   "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
     "${missing[@]}" >/dev/null
   say "apt: installed ${#missing[@]} package(s)"
+fi
+
+# 1b. pkcs11-provider (OpenSSL 3 provider; tests/interop/openssl-provider.sh) is not in
+# bookworm main, only in bookworm-backports. Enable backports (apt gives them low priority:
+# nothing else is taken from there) and install only this package from it.
+if [ "$(dpkg-query -W -f='${Status}' pkcs11-provider 2>/dev/null || true)" != "install ok installed" ]; then
+  BACKPORTS_LIST=/etc/apt/sources.list.d/bookworm-backports.list
+  if ! grep -rqs 'bookworm-backports' /etc/apt/sources.list /etc/apt/sources.list.d/; then
+    say "apt: enabling bookworm-backports ($BACKPORTS_LIST) for pkcs11-provider"
+    echo 'deb http://deb.debian.org/debian bookworm-backports main' | "${SUDO[@]}" tee "$BACKPORTS_LIST" >/dev/null
+  fi
+  say "apt: installing pkcs11-provider from bookworm-backports"
+  "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+  "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+    -t bookworm-backports pkcs11-provider >/dev/null
+else
+  say "apt: pkcs11-provider present"
 fi
 
 # 2. Rust: stable components used by the test command

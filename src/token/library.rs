@@ -1089,6 +1089,7 @@ impl Library {
                 slot: entry.slot,
                 algorithm: entry.algorithm,
                 always_authenticate: entry.always_authenticate(),
+                needs_login: entry.private_key_is_private() || entry.always_authenticate(),
             },
             entry,
         ))
@@ -1197,7 +1198,7 @@ impl Library {
             return err(CKR_USER_NOT_LOGGED_IN);
         }
         let raw = self.with_card(&slot, |state, ctx| {
-            state.transact(&slot.source, ctx, true, |ch, card| {
+            state.transact(&slot.source, ctx, key.needs_login, |ch, card| {
                 if let Some(pin) = &context_pin {
                     let status = piv::verify_pin(ch, Some(pin))?;
                     card.pin.record(status);
@@ -1364,7 +1365,7 @@ impl Library {
                     return err(CKR_USER_NOT_LOGGED_IN);
                 }
                 let raw = self.with_card(&slot, |state, ctx| {
-                    state.transact(&slot.source, ctx, true, |ch, card| {
+                    state.transact(&slot.source, ctx, key.needs_login, |ch, card| {
                         if let Some(pin) = &context_pin {
                             card.pin.record(piv::verify_pin(ch, Some(pin))?);
                         }
@@ -1411,7 +1412,7 @@ impl Library {
         let point = mechanism::ecdh_peer_point(&mech.param, curve)?;
         let value_len = attr::find_ulong(template, CKA_VALUE_LEN)?.map(|v| v as usize);
         let x = self.with_card(&slot, |state, ctx| {
-            state.transact(&slot.source, ctx, true, |ch, _| {
+            state.transact(&slot.source, ctx, key.needs_login, |ch, _| {
                 piv::keys::key_agreement(ch, key.slot, key.algorithm, &point)
             })
         })?;

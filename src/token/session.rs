@@ -16,6 +16,9 @@ pub struct CardKey {
     pub algorithm: KeyAlgorithm,
     /// The card wants the PIN right before each use.
     pub always_authenticate: bool,
+    /// The key needs a PIN at all (false for card authentication, 9E): after a reset by
+    /// another process such a key is simply used again instead of reporting a lost login.
+    pub needs_login: bool,
 }
 
 /// The operation in progress in a session.

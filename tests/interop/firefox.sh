@@ -1,0 +1,221 @@
+#!/usr/bin/env bash
+# Interop: Firefox ESR (headless) with libtessera_pkcs11.so as a security device, doing TLS
+# client authentication with the card's 9E (card authentication) key against a local
+# `openssl s_server -Verify 1`, through the lab's pcscd + vpcd reader.
+# 9E is used because its private key object is CKA_PRIVATE false: the browser signs with it
+# without asking for a PIN (a headless browser could not answer a PIN dialog).
+#  1. 9E: a P-256 key generated on the card and a clientAuth certificate from a test CA,
+#     both through the module (pkcs11-tool).
+#  2. A fresh profile: NSS database (certutil -N), the module registered with
+#     `tessera register firefox --profile P`, the test CA trusted, user.js with
+#     security.default_personal_cert = "Select Automatically" and the first-run, update,
+#     telemetry and background-network features off.
+#  3. Firefox loads https://127.0.0.1:PORT/; the server's log shows the card's subject and
+#     serial number (the verify callback's depth=0 line, and the client Certificate message
+#     from -trace).
+#  4. `tessera import` of a renewed e-Cert (new key + certificate in a .p12) into 9E; Firefox
+#     runs again with the same profile and the server now sees the new subject and serial.
+# Run by pkg/scripts/test-all.sh; by hand:
+#   bash pkg/scripts/pcsc-lab.sh up /tmp/lab && . /tmp/lab/env
+#   TESSERA_BIN=$PWD/target/release/tessera LAB=/tmp/lab bash tests/interop/firefox.sh
+set -uo pipefail
+. "$(dirname "$0")/lib/common.bash"
+. "$(dirname "$0")/lib/p11.bash"
+. "$(dirname "$0")/lib/apps.bash"
+
+PIN=123456
+SERIAL=1000006
+TOKEN="Tessera PIV #$SERIAL"
+CARD="$LAB/firefox.card"
+D=$WORK
+P="$D/profile"
+FIREFOX=${FIREFOX:-$(command -v firefox-esr || command -v firefox || true)}
+printf '%s\n' "$PIN" >"$D/pinfile"
+printf '%s\n' 'renewed e-Cert envelope secret' >"$D/p12pass"
+# the browser must not find root's own profiles, caches or crash reporter
+mkdir -p "$D/home"
+export HOME="$D/home" XDG_CONFIG_HOME="$D/home/.config" XDG_CACHE_HOME="$D/home/.cache"
+export MOZ_HEADLESS=1 MOZ_CRASHREPORTER_DISABLE=1 MOZ_DISABLE_AUTO_SAFE_MODE=1
+unset DISPLAY WAYLAND_DISPLAY
+
+p11_module_checks
+if [ -z "$FIREFOX" ]; then
+  notok "firefox-esr installed (pkg/scripts/deps.sh)"
+  exit 1
+fi
+ok "browser: $("$FIREFOX" --version 2>/dev/null | head -n 1) ($FIREFOX)"
+for t in certutil modutil; do
+  command -v "$t" >/dev/null || { notok "$t installed (package libnss3-tools)"; exit 1; }
+done
+
+rm -f "$CARD" "$CARD".*
+expect_ok "tessera vcard init (serial $SERIAL)" "$TESSERA_BIN" vcard init "$CARD" --serial "$SERIAL"
+start_card "$CARD" || exit 1
+
+# ---- 9E through the module -----------------------------------------------------------------------
+gate "test CA created" p11_make_ca "$D"
+gate "TLS server certificate for 127.0.0.1 from the test CA" apps_server_cert "$D"
+gate "pkcs11-tool --keypairgen EC:prime256v1 --id 04 (9E)" \
+  T --login --pin "$PIN" --keypairgen --key-type EC:prime256v1 --id 04
+gate "9E public key read through the module" p11_pubkey_pem 04 "$D/gen04.pem"
+printf '%s\n' 'keyUsage=critical,digitalSignature' 'extendedKeyUsage=clientAuth' \
+  'basicConstraints=critical,CA:FALSE' 'subjectKeyIdentifier=hash' 'authorityKeyIdentifier=keyid' >"$D/client.ext"
+gate "test CA issues the 9E certificate (clientAuth)" \
+  apps_issue "$D" "$D/gen04.pem" "/CN=Tessera Firefox Card One/serialNumber=PNOEE-1000006/O=Tessera Interop" \
+  "$D/client.ext" "$D/card1.der"
+openssl x509 -inform DER -in "$D/card1.der" -out "$D/card1.pem"
+gate "9E certificate written through the module" \
+  T --login --pin "$PIN" --write-object "$D/card1.der" --type cert --id 04
+# what makes the PIN-less browser run possible: the 9E private key is visible without login
+expect_grep "pkcs11-tool -O without login lists the 9E private key (CKA_PRIVATE false)" \
+  '^Private Key Object; EC' T -O --type privkey --id 04
+
+# ---- the profile ---------------------------------------------------------------------------------
+mkdir -p "$P"
+gate "certutil -N: the profile's NSS database" certutil -N --empty-password -d "sql:$P"
+run "$TESSERA_BIN" register firefox --profile "$P" --module "$MODULE" --yes
+if [ "$RC" -eq 0 ]; then ok "tessera register firefox --profile P --module libtessera_pkcs11.so"
+else
+  notok "tessera register firefox --profile P --module libtessera_pkcs11.so (exit $RC); registering with modutil instead" "$OUT"
+  modutil -add Tessera -libfile "$MODULE" -dbdir "sql:$P" -force >/dev/null 2>&1
+fi
+expect_grep "modutil -list: the profile's database loads the module and sees '$TOKEN'" "token: $TOKEN\$" \
+  modutil -list -dbdir "sql:$P"
+gate "certutil -A -t CT,C,C: test CA trusted in the profile" \
+  certutil -A -n "Tessera Interop Test CA" -t "CT,C,C" -i "$D/ca.pem" -d "sql:$P"
+expect_grep "certutil -L -h all: the card's 9E certificate is visible without a PIN" \
+  "^$TOKEN:Certificate for Card Authentication +u,u,u" certutil -L -h all -d "sql:$P"
+
+cat >"$P/user.js" <<'EOF'
+// client certificate: no dialog, the one matching the server's CA list
+user_pref("security.default_personal_cert", "Select Automatically");
+user_pref("security.osclientcerts.autoload", false);
+user_pref("security.enterprise_roots.enabled", false);
+// first run, default browser, session restore, crash recovery
+user_pref("browser.shell.checkDefaultBrowser", false);
+user_pref("browser.startup.homepage_override.mstone", "ignore");
+user_pref("browser.startup.page", 0);
+user_pref("startup.homepage_welcome_url", "");
+user_pref("startup.homepage_welcome_url.additional", "");
+user_pref("browser.aboutwelcome.enabled", false);
+user_pref("browser.newtabpage.enabled", false);
+user_pref("browser.sessionstore.resume_from_crash", false);
+user_pref("toolkit.startup.max_resumed_crashes", -1);
+user_pref("browser.tabs.crashReporting.sendReport", false);
+user_pref("browser.rights.3.shown", true);
+user_pref("datareporting.policy.firstRunURL", "");
+// updates, telemetry, studies
+user_pref("app.update.enabled", false);
+user_pref("app.update.auto", false);
+user_pref("app.update.disabledForTesting", true);
+user_pref("app.normandy.enabled", false);
+user_pref("app.shield.optoutstudies.enabled", false);
+user_pref("datareporting.healthreport.uploadEnabled", false);
+user_pref("datareporting.policy.dataSubmissionEnabled", false);
+user_pref("datareporting.usage.uploadEnabled", false);
+user_pref("toolkit.telemetry.enabled", false);
+user_pref("toolkit.telemetry.unified", false);
+user_pref("toolkit.telemetry.archive.enabled", false);
+user_pref("browser.ping-centre.telemetry", false);
+user_pref("browser.discovery.enabled", false);
+user_pref("extensions.update.enabled", false);
+user_pref("extensions.getAddons.cache.enabled", false);
+user_pref("extensions.blocklist.enabled", false);
+user_pref("media.gmp-manager.url", "");
+user_pref("media.gmp-gmpopenh264.enabled", false);
+// background network
+user_pref("network.captive-portal-service.enabled", false);
+user_pref("network.connectivity-service.enabled", false);
+user_pref("network.dns.disablePrefetch", true);
+user_pref("network.prefetch-next", false);
+user_pref("network.http.speculative-parallel-limit", 0);
+user_pref("network.trr.mode", 5);
+user_pref("network.http.http3.enable", false);
+user_pref("services.settings.server", "http://127.0.0.1:9/");
+user_pref("browser.safebrowsing.malware.enabled", false);
+user_pref("browser.safebrowsing.phishing.enabled", false);
+user_pref("browser.safebrowsing.downloads.enabled", false);
+user_pref("browser.safebrowsing.downloads.remote.enabled", false);
+user_pref("browser.safebrowsing.blockedURIs.enabled", false);
+user_pref("browser.safebrowsing.provider.mozilla.updateURL", "");
+user_pref("browser.safebrowsing.provider.google4.updateURL", "");
+user_pref("security.OCSP.enabled", 0);
+user_pref("security.remote_settings.crlite_filters.enabled", false);
+user_pref("security.remote_settings.intermediates.enabled", false);
+user_pref("security.certerrors.mitm.priming.enabled", false);
+EOF
+ok "user.js: Select Automatically; first-run, updates, telemetry, safe browsing off"
+
+# browse LABEL: Firefox loads https://127.0.0.1:PORT/ from a fresh s_server (log
+# $D/server-LABEL.log); screenshot $D/LABEL.png; module log $D/module-LABEL.log
+browse() {
+  local label=$1 rc
+  SRV_LOG="$D/server-$label.log"
+  rm -f "$SRV_LOG" "$D/$label.png"
+  if ! s_server_start "$SRV_LOG"; then
+    notok "$label: openssl s_server listening on 127.0.0.1" "$(cat "$SRV_LOG")"
+    return 1
+  fi
+  rm -f "$D/module-$label.log"
+  bg_start "$D/firefox-$label.log" env TESSERA_LOG=debug TESSERA_LOG_FILE="$D/module-$label.log" \
+    timeout -k 5 60 "$FIREFOX" --headless --no-remote --profile "$P" \
+    --screenshot "$D/$label.png" "https://127.0.0.1:$SRV_PORT/"
+  local ff=$BG_PID
+  wait "$ff"
+  rc=$?
+  bg_stop "$ff" # the browser's helper processes
+  bg_stop "$SRV_PID"
+  if [ "$rc" -eq 124 ] || [ "$rc" -eq 137 ]; then
+    notok "$label: firefox --screenshot finishes within 60 s" "$(tail -n 20 "$D/firefox-$label.log")"
+  elif [ -s "$D/$label.png" ]; then
+    ok "$label: firefox --headless --screenshot https://127.0.0.1:$SRV_PORT/ (exit $rc, screenshot written)"
+  else
+    notok "$label: firefox --headless --screenshot wrote a screenshot (exit $rc)" "$(tail -n 20 "$D/firefox-$label.log")"
+  fi
+}
+
+# ---- run 1: the certificate generated on the card ----------------------------------------------
+browse run1
+run server_saw_cert "$SRV_LOG" "$D/card1.pem"
+if [ "$RC" -eq 0 ]; then
+  ok "run 1: s_server log shows the card's 9E certificate: 'depth=0 $(cert_subject "$D/card1.pem")', serial $(cert_serial_hex "$D/card1.pem")"
+else
+  notok "run 1: s_server log shows the card's 9E certificate (Firefox authenticated with the card)" "$OUT"
+  show_module_log "$D/module-run1.log"
+fi
+expect_grep "run 1: the handshake used TLS client authentication (CertificateVerify from the client)" \
+  'CertificateVerify' cat "$SRV_LOG"
+
+# ---- renewal: tessera import of a new key + certificate into 9E ---------------------------------
+openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$D/renew.key" 2>/dev/null
+openssl pkey -in "$D/renew.key" -pubout -out "$D/renew.pub"
+gate "test CA issues the renewed 9E certificate (new key, new subject and serial)" \
+  apps_issue "$D" "$D/renew.pub" "/CN=Tessera Firefox Card Renewed/serialNumber=PNOEE-1000006/O=Tessera Interop" \
+  "$D/client.ext" "$D/card2.der"
+openssl x509 -inform DER -in "$D/card2.der" -out "$D/card2.pem"
+gate "openssl pkcs12 -export: the renewed e-Cert (key + certificate + CA)" \
+  openssl pkcs12 -export -inkey "$D/renew.key" -in "$D/card2.pem" -certfile "$D/ca.pem" \
+  -name "Tessera renewed" -passout "file:$D/p12pass" -out "$D/renew.p12"
+expect_ok "tessera import renew.p12 --slot 9e (password and PIN from files)" \
+  "$TESSERA_BIN" --reader "$READER" --yes import "$D/renew.p12" --password-file "$D/p12pass" \
+  --pin-file "$D/pinfile" --slot 9e
+rm -f "$D/back2.der"
+T --read-object --type cert --id 04 -o "$D/back2.der" >/dev/null 2>&1
+check "the card's 9E certificate (read through the module) is now the renewed one" cmp -s "$D/back2.der" "$D/card2.der"
+
+# ---- run 2: same profile, the renewed certificate ------------------------------------------------
+browse run2
+run server_saw_cert "$SRV_LOG" "$D/card2.pem"
+if [ "$RC" -eq 0 ]; then
+  ok "run 2: s_server log shows the renewed certificate: 'depth=0 $(cert_subject "$D/card2.pem")', serial $(cert_serial_hex "$D/card2.pem")"
+else
+  notok "run 2: s_server log shows the renewed certificate (Firefox uses the replaced one)" "$OUT"
+  show_module_log "$D/module-run2.log"
+fi
+if [ -s "$SRV_LOG" ] && ! grep -Fq "$(cert_serial_hex "$D/card1.pem")" "$SRV_LOG" &&
+  ! grep -Fq "Card One" "$SRV_LOG"; then
+  ok "run 2: the old certificate no longer appears in the server's log"
+else notok "run 2: the old certificate no longer appears in the server's log" "$(grep -E '^depth=0' "$SRV_LOG")"; fi
+
+apps_cleanup
+stop_card
