@@ -7,10 +7,12 @@
 # `tessera export` and (pcscd) `yubico-piv-tool -a read-certificate`, counters with
 # `tessera --json status` and (pcscd) `yubico-piv-tool -a status`, signatures and requests with
 # openssl, registrations with certutil/modutil, the old key after renewal with pkcs11-tool.
-# Refusals must leave the card untouched: the card file is byte-identical (inprocess) or
-# `tessera --json status` is unchanged (pcscd). Secrets reach tessera only through
-# --pin-file/--puk-file/--password-file. Fixtures (a P-256 test CA, .p12 e-Certs) are made
-# with openssl in the work directory (tests/interop/lib/manager.bash).
+# Refusals must leave the card untouched: the card file is byte-identical (inprocess), or
+# `tessera --json status` and the served card file are unchanged (pcscd). Secrets reach
+# tessera only through --pin-file/--puk-file/--password-file (pkcs11-tool and yubico-piv-tool,
+# used as independent readers, take theirs on the command line: they have no file option).
+# Fixtures (a P-256 test CA, .p12 e-Certs) are made with openssl in the work directory
+# (tests/interop/lib/manager.bash).
 # Run by pkg/scripts/test-all.sh; by hand:
 #   bash pkg/scripts/pcsc-lab.sh up /tmp/lab && . /tmp/lab/env
 #   TESSERA_BIN=$PWD/target/release/tessera LAB=/tmp/lab bash tests/interop/manager.sh
