@@ -17,6 +17,7 @@ use cryptoki::mechanism::Mechanism;
 use cryptoki::object::{AttributeType, ObjectClass};
 use cryptoki::session::{SessionState, UserType};
 use cryptoki::slot::Slot;
+use module_common::matrix::*;
 use module_common::*;
 use sha2::Digest;
 use std::ffi::CString;
@@ -340,6 +341,26 @@ fn module_through_pcscd() {
         RvError::UserNotLoggedIn,
     );
 
+    drop(s);
+    drop(init);
+}
+
+#[test]
+fn every_mechanism_through_pcscd() {
+    // The whole signature and decryption matrix of the in-process tests, on a card in a reader.
+    let Some(port) = lab_port() else { return };
+    let lab = Lab::up(&port, 5_200_005);
+    let init = Initialized::new(&[]);
+    let slot = lab.slot(&init);
+    let s = init.pkcs11.open_rw_session(slot).unwrap();
+    s.login(UserType::User, Some(&pin(PIN))).unwrap();
+    let (public, private) = generate_rsa(&s, 0x01, 2048);
+    rsa_signatures(&s, public, private);
+    rsa_decryptions(&s, public, private);
+    for curve in [Curve::P256, Curve::P384] {
+        let (public, private) = generate_ec(&s, 0x01, curve);
+        ec_signatures(&s, curve, public, private);
+    }
     drop(s);
     drop(init);
 }

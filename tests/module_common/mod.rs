@@ -8,6 +8,8 @@
 
 #![allow(dead_code)]
 
+pub mod matrix;
+
 use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
 use cryptoki::error::{Error, RvError};
 use cryptoki::mechanism::Mechanism;
