@@ -10,6 +10,7 @@ APT_PACKAGES=(
   pcscd libpcsclite-dev pkg-config vsmartcard-vpcd opensc yubico-piv-tool ykcs11
   libnss3-tools libengine-pkcs11-openssl gnutls-bin p11-kit pcsc-tools openssl
   firefox-esr openssh-server openssh-client
+  help2man dpkg-dev gcc libp11-kit-dev
 )
 
 say() { echo "deps: $*"; }
