@@ -1,16 +1,21 @@
 //! Build script: writes the C header `include/tessera_pkcs11.h` with cbindgen.
 //!
 //! The exported `C_*` functions are written through the `cryptoki_fn!` / `cryptoki_fixed!`
-//! macros of `src/pkcs11/entry.rs`, which cbindgen cannot expand on stable Rust. So this
-//! script reads the macro invocations of `src/pkcs11/*.rs` with syn, writes one plain Rust
-//! file of `#[no_mangle] extern "C"` functions with the same names, parameters and docs plus
-//! the Tessera constants (`$OUT_DIR/tessera_c_abi.rs`), and lets cbindgen turn that file into
-//! C with `include/cbindgen.toml`. The PKCS#11 types keep their standard names (CK_RV, …), so
-//! the header compiles against any PKCS#11 header (p11-kit's by default).
+//! macros of `src/pkcs11/entry.rs` (directly, or through helper macros such as
+//! `single_part!`), which cbindgen cannot expand on stable Rust. So this script reads those
+//! macro invocations in `src/pkcs11/*.rs` with syn, writes one plain Rust file of
+//! `#[no_mangle] extern "C"` functions with the same names, parameters and docs
+//! (`$OUT_DIR/tessera_c_abi.rs`), and lets cbindgen turn it into C with
+//! `include/cbindgen.toml`. The Tessera constants (`TESSERA_PKCS11_*`: version, module file
+//! and name, environment variables, CKA_IDs) are added as documented `#define`s: read from the
+//! token/pkcs11/vcard constants where those exist, written here otherwise (module name and
+//! file, CKA_IDs); `tests/header.rs` compares every one with the code.
+//! The PKCS#11 types keep their standard names (CK_RV, …), so the header compiles against
+//! any PKCS#11 header (p11-kit's by default).
 //!
-//! Deterministic (files in name order, declarations sorted by cbindgen), fast (no cargo
-//! metadata, no dependency parsing), and the header is replaced only when its text changes,
-//! so an unchanged build never touches its mtime.
+//! Deterministic (files in name order, declarations sorted by cbindgen), fast (~0.1 s: no
+//! cargo metadata, no dependency parsing), and the header is replaced only when its text
+//! changes, so an unchanged build never touches its mtime.
 
 use quote::ToTokens;
 use std::error::Error;
@@ -50,24 +55,49 @@ fn run() -> Res<()> {
         println!("cargo:rerun-if-changed={}", f.0);
     }
 
-    let mut entries = Vec::new();
     let mut files: Vec<PathBuf> = std::fs::read_dir(root.join("src/pkcs11"))?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.extension().is_some_and(|x| x == "rs"))
         .collect();
     files.sort();
+    let mut asts = Vec::new();
     for file in &files {
         let text = std::fs::read_to_string(file)?;
         let ast = syn::parse_file(&text).map_err(|e| format!("{}: {e}", file.display()))?;
+        asts.push((file, ast));
+    }
+    // Helper macros (`macro_rules! single_part { … cryptoki_fn! { export fn $name(…) … } }`)
+    // that define one exported function per invocation.
+    let mut helpers = Vec::new();
+    for (file, ast) in &asts {
+        for item in &ast.items {
+            if let syn::Item::Macro(m) = item {
+                if let (true, Some(ident)) = (m.mac.path.is_ident("macro_rules"), &m.ident) {
+                    if let Some(h) = helper_macro(&ident.to_string(), m.mac.tokens.clone())
+                        .map_err(|e| format!("{}: {e}", file.display()))?
+                    {
+                        helpers.push(h);
+                    }
+                }
+            }
+        }
+    }
+    let mut entries = Vec::new();
+    for (file, ast) in &asts {
         for item in &ast.items {
             let syn::Item::Macro(m) = item else { continue };
             let Some(last) = m.mac.path.segments.last() else {
                 continue;
             };
-            let parsed = match last.ident.to_string().as_str() {
-                "cryptoki_fn" => parse_cryptoki_fn.parse2(m.mac.tokens.clone()),
-                "cryptoki_fixed" => parse_cryptoki_fixed.parse2(m.mac.tokens.clone()),
-                _ => continue,
+            let name = last.ident.to_string();
+            let tokens = m.mac.tokens.clone();
+            let parsed = match name.as_str() {
+                "cryptoki_fn" => parse_cryptoki_fn.parse2(tokens),
+                "cryptoki_fixed" => parse_cryptoki_fixed.parse2(tokens),
+                _ => match helpers.iter().find(|h| h.name == name) {
+                    Some(h) => (|input: ParseStream<'_>| h.expand(input)).parse2(tokens),
+                    None => continue,
+                },
             };
             entries.extend(parsed.map_err(|e| format!("{}: {e}", file.display()))?);
         }
@@ -97,6 +127,99 @@ fn run() -> Res<()> {
     // The same text in OUT_DIR, for anyone who wants the header of this very build.
     write_if_changed(&out_dir.join("tessera_pkcs11.h"), &header)?;
     Ok(())
+}
+
+/// A local `macro_rules!` whose one rule starts its matcher with `$NAME:ident` (after any
+/// attributes) and expands to `cryptoki_fn! { … export fn $NAME(params) … }`.
+struct Helper {
+    name: String,
+    params: proc_macro2::TokenStream,
+}
+
+/// Recognises a helper macro; `Ok(None)` for a macro that defines no exported function, an
+/// error for one that does in a form this script cannot read (extend it then).
+fn helper_macro(name: &str, body: proc_macro2::TokenStream) -> Res<Option<Helper>> {
+    use proc_macro2::TokenTree as T;
+    let rules: Vec<T> = body.into_iter().collect();
+    let defines = |t: &T| t.to_string().contains("export fn");
+    // cryptoki_fn! and cryptoki_fixed! themselves are read directly.
+    if name == "cryptoki_fn" || name == "cryptoki_fixed" || !rules.iter().any(defines) {
+        return Ok(None);
+    }
+    let unsupported = || -> Box<dyn Error> {
+        format!(
+            "macro {name}!: build.rs reads helper macros of one rule `($(#[$meta:meta])* \
+             $name:ident …) => {{ cryptoki_fn! {{ … export fn $name(params) … }} }}` only"
+        )
+        .into()
+    };
+    let (Some(T::Group(matcher)), Some(T::Group(body))) = (rules.first(), rules.get(3)) else {
+        return Err(unsupported());
+    };
+    if rules.len() > 5 {
+        return Err(unsupported());
+    }
+    // The matcher's first top-level `$X:ident`.
+    let m: Vec<T> = matcher.stream().into_iter().collect();
+    let var = m
+        .windows(4)
+        .find_map(|w| match w {
+            [T::Punct(d), T::Ident(x), T::Punct(c), T::Ident(k)]
+                if d.as_char() == '$' && c.as_char() == ':' && k == "ident" =>
+            {
+                Some(x.to_string())
+            }
+            _ => None,
+        })
+        .ok_or_else(unsupported)?;
+    // `cryptoki_fn ! { … export fn $var ( params ) … }` anywhere in the transcriber.
+    fn find(ts: proc_macro2::TokenStream, var: &str) -> Option<proc_macro2::TokenStream> {
+        let v: Vec<T> = ts.into_iter().collect();
+        for w in v.windows(5) {
+            if let [T::Ident(e), T::Ident(f), T::Punct(d), T::Ident(x), T::Group(p)] = w {
+                if e == "export" && f == "fn" && d.as_char() == '$' && x == var {
+                    return Some(p.stream());
+                }
+            }
+        }
+        v.into_iter().find_map(|t| match t {
+            T::Group(g) => find(g.stream(), var),
+            _ => None,
+        })
+    }
+    let params = find(body.stream(), &var).ok_or_else(unsupported)?;
+    if params.to_string().contains('$') {
+        return Err(unsupported());
+    }
+    Ok(Some(Helper {
+        name: name.to_owned(),
+        params,
+    }))
+}
+
+impl Helper {
+    /// An invocation: `/// docs  NAME …`.
+    fn expand(&self, input: ParseStream<'_>) -> syn::Result<Vec<Entry>> {
+        let attrs = input.call(syn::Attribute::parse_outer)?;
+        let name: syn::Ident = input.parse()?;
+        input.parse::<proc_macro2::TokenStream>()?;
+        let args = syn::punctuated::Punctuated::<syn::PatType, syn::Token![,]>::parse_terminated
+            .parse2(self.params.clone())?;
+        Ok(vec![Entry {
+            name: name.to_string(),
+            params: args
+                .iter()
+                .map(|p| {
+                    (
+                        p.pat.to_token_stream().to_string(),
+                        p.ty.to_token_stream().to_string(),
+                    )
+                })
+                .collect(),
+            docs: docs(&attrs),
+            fixed: None,
+        }])
+    }
 }
 
 /// `cryptoki_fn! { /// docs  [export] fn NAME(params) { body } }`: only `export` functions
@@ -275,7 +398,7 @@ fn c_str(value: &str) -> Res<String> {
 /// The Tessera constants, as C `#define`s (cbindgen cannot write string constants, so they
 /// are part of the text that follows the includes).
 fn constants(root: &Path) -> Res<String> {
-    let mut s = String::from("\n/* Tessera constants */\n");
+    let mut s = String::from("\n\n/* Tessera constants */\n");
     define(
         &mut s,
         "TESSERA_PKCS11_VERSION",

@@ -39,6 +39,7 @@ typedef struct CK_INTERFACE {
 typedef CK_INTERFACE *CK_INTERFACE_PTR;
 typedef CK_INTERFACE **CK_INTERFACE_PTR_PTR;
 #endif
+
 /* Tessera constants */
 
 /**
@@ -168,6 +169,15 @@ CK_RV C_CreateObject(CK_SESSION_HANDLE hSession,
                      CK_OBJECT_HANDLE *phObject);
 
 /**
+ * C_Decrypt.
+ */
+CK_RV C_Decrypt(CK_SESSION_HANDLE hSession,
+                CK_BYTE *pIn,
+                CK_ULONG ulInLen,
+                CK_BYTE *pOut,
+                CK_ULONG *pulOutLen);
+
+/**
  * Not offered by Tessera: always returns CKR_FUNCTION_NOT_SUPPORTED.
  */
 CK_RV C_DecryptDigestUpdate(CK_SESSION_HANDLE hSession,
@@ -180,6 +190,11 @@ CK_RV C_DecryptDigestUpdate(CK_SESSION_HANDLE hSession,
  * Not offered by Tessera: always returns CKR_FUNCTION_NOT_SUPPORTED.
  */
 CK_RV C_DecryptFinal(CK_SESSION_HANDLE hSession, CK_BYTE *pLastPart, CK_ULONG *pulLastPartLen);
+
+/**
+ * C_DecryptInit (RSA PKCS#1 v1.5, OAEP, raw on the card).
+ */
+CK_RV C_DecryptInit(CK_SESSION_HANDLE hSession, CK_MECHANISM *pMechanism, CK_OBJECT_HANDLE hKey);
 
 /**
  * Not offered by Tessera: always returns CKR_FUNCTION_NOT_SUPPORTED.
@@ -215,6 +230,15 @@ CK_RV C_DeriveKey(CK_SESSION_HANDLE hSession,
 CK_RV C_DestroyObject(CK_SESSION_HANDLE hSession, CK_OBJECT_HANDLE hObject);
 
 /**
+ * C_Digest.
+ */
+CK_RV C_Digest(CK_SESSION_HANDLE hSession,
+               CK_BYTE *pIn,
+               CK_ULONG ulInLen,
+               CK_BYTE *pOut,
+               CK_ULONG *pulOutLen);
+
+/**
  * Not offered by Tessera: always returns CKR_FUNCTION_NOT_SUPPORTED.
  */
 CK_RV C_DigestEncryptUpdate(CK_SESSION_HANDLE hSession,
@@ -222,6 +246,11 @@ CK_RV C_DigestEncryptUpdate(CK_SESSION_HANDLE hSession,
                             CK_ULONG ulPartLen,
                             CK_BYTE *pEncryptedPart,
                             CK_ULONG *pulEncryptedPartLen);
+
+/**
+ * C_DigestFinal.
+ */
+CK_RV C_DigestFinal(CK_SESSION_HANDLE hSession, CK_BYTE *pOut, CK_ULONG *pulOutLen);
 
 /**
  * C_DigestInit.
@@ -234,11 +263,30 @@ CK_RV C_DigestInit(CK_SESSION_HANDLE hSession, CK_MECHANISM *pMechanism);
 CK_RV C_DigestKey(CK_SESSION_HANDLE hSession, CK_OBJECT_HANDLE hKey);
 
 /**
+ * C_DigestUpdate.
+ */
+CK_RV C_DigestUpdate(CK_SESSION_HANDLE hSession, CK_BYTE *pPart, CK_ULONG ulPartLen);
+
+/**
+ * C_Encrypt.
+ */
+CK_RV C_Encrypt(CK_SESSION_HANDLE hSession,
+                CK_BYTE *pIn,
+                CK_ULONG ulInLen,
+                CK_BYTE *pOut,
+                CK_ULONG *pulOutLen);
+
+/**
  * Not offered by Tessera: always returns CKR_FUNCTION_NOT_SUPPORTED.
  */
 CK_RV C_EncryptFinal(CK_SESSION_HANDLE hSession,
                      CK_BYTE *pLastEncryptedPart,
                      CK_ULONG *pulLastEncryptedPartLen);
+
+/**
+ * C_EncryptInit (public-key encryption on the host).
+ */
+CK_RV C_EncryptInit(CK_SESSION_HANDLE hSession, CK_MECHANISM *pMechanism, CK_OBJECT_HANDLE hKey);
 
 /**
  * Not offered by Tessera: always returns CKR_FUNCTION_NOT_SUPPORTED.
@@ -455,6 +503,15 @@ CK_RV C_SetPIN(CK_SESSION_HANDLE hSession,
                CK_ULONG ulNewLen);
 
 /**
+ * C_Sign.
+ */
+CK_RV C_Sign(CK_SESSION_HANDLE hSession,
+             CK_BYTE *pIn,
+             CK_ULONG ulInLen,
+             CK_BYTE *pOut,
+             CK_ULONG *pulOutLen);
+
+/**
  * Not offered by Tessera: always returns CKR_FUNCTION_NOT_SUPPORTED.
  */
 CK_RV C_SignEncryptUpdate(CK_SESSION_HANDLE hSession,
@@ -462,6 +519,16 @@ CK_RV C_SignEncryptUpdate(CK_SESSION_HANDLE hSession,
                           CK_ULONG ulPartLen,
                           CK_BYTE *pEncryptedPart,
                           CK_ULONG *pulEncryptedPartLen);
+
+/**
+ * C_SignFinal.
+ */
+CK_RV C_SignFinal(CK_SESSION_HANDLE hSession, CK_BYTE *pOut, CK_ULONG *pulOutLen);
+
+/**
+ * C_SignInit.
+ */
+CK_RV C_SignInit(CK_SESSION_HANDLE hSession, CK_MECHANISM *pMechanism, CK_OBJECT_HANDLE hKey);
 
 /**
  * Not offered by Tessera: always returns CKR_FUNCTION_NOT_SUPPORTED.
@@ -478,6 +545,11 @@ CK_RV C_SignRecover(CK_SESSION_HANDLE hSession,
 CK_RV C_SignRecoverInit(CK_SESSION_HANDLE hSession,
                         CK_MECHANISM *pMechanism,
                         CK_OBJECT_HANDLE hKey);
+
+/**
+ * C_SignUpdate.
+ */
+CK_RV C_SignUpdate(CK_SESSION_HANDLE hSession, CK_BYTE *pPart, CK_ULONG ulPartLen);
 
 /**
  * Not offered by Tessera: always returns CKR_FUNCTION_NOT_SUPPORTED.
@@ -506,6 +578,11 @@ CK_RV C_Verify(CK_SESSION_HANDLE hSession,
 CK_RV C_VerifyFinal(CK_SESSION_HANDLE hSession, CK_BYTE *pSignature, CK_ULONG ulSignatureLen);
 
 /**
+ * C_VerifyInit (on the host, with the public key).
+ */
+CK_RV C_VerifyInit(CK_SESSION_HANDLE hSession, CK_MECHANISM *pMechanism, CK_OBJECT_HANDLE hKey);
+
+/**
  * Not offered by Tessera: always returns CKR_FUNCTION_NOT_SUPPORTED.
  */
 CK_RV C_VerifyRecover(CK_SESSION_HANDLE hSession,
@@ -520,6 +597,11 @@ CK_RV C_VerifyRecover(CK_SESSION_HANDLE hSession,
 CK_RV C_VerifyRecoverInit(CK_SESSION_HANDLE hSession,
                           CK_MECHANISM *pMechanism,
                           CK_OBJECT_HANDLE hKey);
+
+/**
+ * C_VerifyUpdate.
+ */
+CK_RV C_VerifyUpdate(CK_SESSION_HANDLE hSession, CK_BYTE *pPart, CK_ULONG ulPartLen);
 
 /**
  * C_WaitForSlotEvent: blocks unless CKF_DONT_BLOCK; pReserved must be NULL.

@@ -88,7 +88,10 @@ fn constants_match_the_code() {
             "TESSERA_PKCS11_CKA_ID_PIV_AUTHENTICATION",
             KeySlot::AUTHENTICATION,
         ),
-        ("TESSERA_PKCS11_CKA_ID_DIGITAL_SIGNATURE", KeySlot::SIGNATURE),
+        (
+            "TESSERA_PKCS11_CKA_ID_DIGITAL_SIGNATURE",
+            KeySlot::SIGNATURE,
+        ),
         (
             "TESSERA_PKCS11_CKA_ID_KEY_MANAGEMENT",
             KeySlot::KEY_MANAGEMENT,

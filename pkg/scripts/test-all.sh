@@ -124,6 +124,8 @@ else
   step "cargo test --release (no pcsc lab)" cargo test --release --no-fail-fast || true
   skip "interop and benchmark" "the pcsc lab did not start"
 fi
+# the Debian package: header check, contents, dpkg -i, doctor/register/p11-kit, dpkg --purge
+step "package: build, inspect, install the .deb" timeout --kill-after=10 1200 bash "$SCRIPTS/check-deb.sh" || true
 
 # ---- 3. fuzz smoke run ---------------------------------------------------------------
 if [ "${SKIP_FUZZ:-0}" = 1 ]; then
