@@ -308,4 +308,29 @@ sign "ECDSA-SHA256 after the unblock" 01 ECDSA-SHA256 "$D/data" "$D/sig" --signa
 expect_fail_grep "SO login with a wrong PUK refused" 'CKR_PIN_INCORRECT' \
   T --login --login-type so --so-pin 11111111 --init-pin --new-pin "$PIN"
 
+# ---- the debug log shows calls and APDU headers, never a PIN, a PUK or key material ----------
+LOG="$D/tessera-debug.log"
+rm -f "$LOG"
+openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$D/logkey.pem" 2>/dev/null
+openssl pkcs8 -topk8 -nocrypt -outform DER -in "$D/logkey.pem" -out "$D/logkey.der"
+KEYHEX=$(openssl ec -in "$D/logkey.pem" -outform DER 2>/dev/null | openssl asn1parse -inform DER |
+  grep 'l=  32 prim: OCTET STRING' | sed 's/.*HEX DUMP\]://')
+export TESSERA_LOG=debug TESSERA_LOG_FILE="$LOG"
+run T --login --pin "$PIN" --change-pin --new-pin 24681357
+run T --login --pin 24681357 --change-pin --new-pin "$PIN"
+run T --login --login-type so --so-pin "$PUK" -O
+run T --login --pin "$PIN" --write-object "$D/logkey.der" --type privkey --id 03
+unset TESSERA_LOG TESSERA_LOG_FILE
+if grep -q 'apdu 00 20 00 80' "$LOG" 2>/dev/null && grep -q 'C_Login' "$LOG"; then
+  ok "TESSERA_LOG=debug logs calls and APDU headers ($(grep -c apdu "$LOG") APDUs)"
+else notok "TESSERA_LOG=debug logs calls and APDU headers" "$(head -n 5 "$LOG" 2>/dev/null)"; fi
+leaked=""
+for secret in "$PIN" 24681357 "$PUK" 313233343536 "31 32 33 34 35 36" 3234363831333537 3132333435363738 \
+  010203040506070801020304050607080102030405060708 "01 02 03 04 05 06 07 08" "$KEYHEX"; do
+  [ -n "$secret" ] || continue
+  grep -qi -- "$secret" "$LOG" && leaked="$leaked $secret"
+done
+if [ -z "$leaked" ]; then ok "the debug log holds no PIN, PUK, management key or imported key bytes"
+else notok "the debug log holds no PIN, PUK, management key or imported key bytes (found:$leaked)" ""; fi
+
 stop_card
