@@ -36,6 +36,8 @@ export HOME="$UHOME"
 unset XDG_CONFIG_HOME
 export TESSERA_LOG_FILE="$D/module.log"
 : >"$TESSERA_LOG_FILE"
+# nobody must reach $D: the test command makes the lab with mktemp -d (0700)
+chmod o+x "$LAB"
 chmod 0711 "$D"
 chmod 0666 "$TESSERA_LOG_FILE"
 # U CMD...: CMD as RUN_USER (the root shell's environment, HOME=$UHOME)
