@@ -120,6 +120,9 @@ if step "pcsc lab up" bash "$SCRIPTS/pcsc-lab.sh" up "$LAB"; then
   else
     skip "benchmark bench_getdata" "examples/bench_getdata.rs not found"
   fi
+  # PKCS#11 operations, APDUs counted at the card, beside opensc-pkcs11.so on the same card
+  step "benchmark bench_pkcs11" timeout --kill-after=10 300 \
+    cargo run --release --quiet --example bench_pkcs11 || true
 else
   step "cargo test --release (no pcsc lab)" cargo test --release --no-fail-fast || true
   skip "interop and benchmark" "the pcsc lab did not start"
