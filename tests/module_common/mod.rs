@@ -8,7 +8,10 @@
 
 #![allow(dead_code)]
 
+pub mod locate;
 pub mod matrix;
+
+pub use locate::module_path;
 
 use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
 use cryptoki::error::{Error, RvError};
@@ -24,8 +27,6 @@ use tessera_pkcs11::applet::piv::{self, admin, keys, KeySlot, PinStatus};
 use tessera_pkcs11::card::{self, CardError, Channel, Transport};
 use tessera_pkcs11::vcard::{CardFile, CardState, VirtualTransport};
 
-const MODULE_FILE: &str = "libtessera_pkcs11.so";
-
 /// Factory PIN and PUK of the virtual card.
 pub const PIN: &str = "123456";
 /// Factory PUK.
@@ -35,38 +36,6 @@ pub const PUK: &str = "12345678";
 pub const P256_PARAMS: [u8; 10] = [0x06, 0x08, 0x2A, 0x86, 0x48, 0xCE, 0x3D, 0x03, 0x01, 0x07];
 /// DER OID of P-384 (CKA_EC_PARAMS).
 pub const P384_PARAMS: [u8; 7] = [0x06, 0x05, 0x2B, 0x81, 0x04, 0x00, 0x22];
-
-/// The built module: `TESSERA_MODULE`, else the newest of target/<profile>/ and
-/// target/<profile>/deps/ next to this test executable.
-pub fn module_path() -> PathBuf {
-    if let Some(p) = std::env::var_os("TESSERA_MODULE") {
-        let p = PathBuf::from(p);
-        assert!(
-            p.exists(),
-            "TESSERA_MODULE={} does not exist: build the module first: cargo build",
-            p.display()
-        );
-        return p;
-    }
-    let exe = std::env::current_exe().expect("test executable path");
-    let deps = exe.parent().expect("deps directory");
-    let profile = deps.parent().expect("profile directory");
-    let newest = [profile.join(MODULE_FILE), deps.join(MODULE_FILE)]
-        .into_iter()
-        .filter_map(|p| {
-            let modified = std::fs::metadata(&p).and_then(|m| m.modified()).ok()?;
-            Some((modified, p))
-        })
-        .max_by_key(|(modified, _)| *modified);
-    match newest {
-        Some((_, p)) => p,
-        None => panic!(
-            "{MODULE_FILE} not found in {}: build the module first: cargo build \
-             (or set TESSERA_MODULE to its path)",
-            profile.display()
-        ),
-    }
-}
 
 struct Loaded {
     pkcs11: Pkcs11,
