@@ -546,30 +546,88 @@ fn check_browsers(module: Option<&Path>, out: &mut Vec<Check>) {
             "start the browser once, then `tessera register firefox`",
         ));
     }
-    for user in [false, true] {
-        if let Ok(p) = register::p11kit_path(user) {
-            if let Ok(text) = std::fs::read_to_string(&p) {
-                let lib = text
-                    .lines()
-                    .find_map(|l| l.trim().strip_prefix("module:"))
-                    .map(str::trim)
-                    .unwrap_or("");
-                if Path::new(lib).is_file() {
-                    out.push(check(
+    // p11-kit module files: the system's, the user's, and the one the Debian package installs.
+    let mut module_files: Vec<std::path::PathBuf> = [false, true]
+        .into_iter()
+        .filter_map(|user| register::p11kit_path(user).ok())
+        .collect();
+    module_files.push(Path::new(PACKAGED_P11KIT_FILE).to_path_buf());
+    for p in module_files {
+        if let Ok(text) = std::fs::read_to_string(&p) {
+            let lib = text
+                .lines()
+                .find_map(|l| l.trim().strip_prefix("module:"))
+                .map(str::trim)
+                .unwrap_or("");
+            if Path::new(lib).is_file() {
+                out.push(check(
+                    "p11-kit",
+                    Level::Ok,
+                    format!("{} → {lib}", p.display()),
+                ));
+            } else {
+                out.push(with_fix(
+                    check(
                         "p11-kit",
-                        Level::Ok,
-                        format!("{} → {lib}", p.display()),
-                    ));
-                } else {
-                    out.push(with_fix(
-                        check(
-                            "p11-kit",
-                            Level::Warn,
-                            format!("{} names a missing module {lib:?}", p.display()),
-                        ),
-                        "`tessera register p11-kit` again",
-                    ));
-                }
+                        Level::Warn,
+                        format!("{} names a missing module {lib:?}", p.display()),
+                    ),
+                    "`tessera register p11-kit` again",
+                ));
+            }
+        }
+    }
+}
+
+/// The p11-kit module file the Debian package installs.
+const PACKAGED_P11KIT_FILE: &str = "/usr/share/p11-kit/modules/tessera.module";
+
+/// Enterprise policy files that can add the module to every Firefox/Thunderbird profile.
+const POLICY_FILES: [(&str, &str); 2] = [
+    ("firefox policy", "/etc/firefox/policies/policies.json"),
+    (
+        "thunderbird policy",
+        "/etc/thunderbird/policies/policies.json",
+    ),
+];
+
+/// Reports the enterprise policy files that name a Tessera security device.
+fn check_policies(out: &mut Vec<Check>) {
+    for (label, path) in POLICY_FILES {
+        let Ok(text) = std::fs::read_to_string(path) else {
+            continue;
+        };
+        let Ok(json) = serde_json::from_str::<serde_json::Value>(&text) else {
+            out.push(with_fix(
+                check(label, Level::Warn, format!("{path} is not valid JSON")),
+                "fix the file; the browser ignores every policy in it",
+            ));
+            continue;
+        };
+        let devices = json
+            .pointer("/policies/SecurityDevices/Add")
+            .and_then(|v| v.as_object());
+        let named = devices.and_then(|d| {
+            d.iter()
+                .find(|(_, lib)| lib.as_str().is_some_and(|l| l.contains("tessera")))
+        });
+        if let Some((name, lib)) = named {
+            let lib = lib.as_str().unwrap_or_default();
+            if Path::new(lib).is_file() {
+                out.push(check(
+                    label,
+                    Level::Ok,
+                    format!("{path} adds \"{name}\" ({lib}) to every profile"),
+                ));
+            } else {
+                out.push(with_fix(
+                    check(
+                        label,
+                        Level::Warn,
+                        format!("{path} adds {lib}, which does not exist"),
+                    ),
+                    "reinstall the tessera package or correct the path",
+                ));
             }
         }
     }
@@ -587,6 +645,7 @@ pub fn checks(opts: &Options, args: &DoctorArgs) -> Vec<Check> {
     let module = check_module(args, &mut out);
     check_cards(opts, &mut out);
     check_browsers(module.as_deref(), &mut out);
+    check_policies(&mut out);
     out
 }
 
