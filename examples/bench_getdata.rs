@@ -69,6 +69,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         println!("bench get_data_2k pcscd+vpcd   skipped (no lab: set PCSCLITE_CSOCK_NAME, TESSERA_VPCD_PORT, TESSERA_BIN)");
         return Ok(());
     };
+    // A card server that just stopped stays "present" in pcscd for a moment: wait until the
+    // reader is empty so that the card we find below is ours.
+    wait_until_empty()?;
     let mut server = std::process::Command::new(bin)
         .args(["vcard", "serve"])
         .arg(&path)
@@ -78,6 +81,18 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let _ = server.kill();
     let _ = server.wait();
     result
+}
+
+fn wait_until_empty() -> Result<(), Box<dyn std::error::Error>> {
+    let ctx = pcsc::establish()?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while pcsc::readers(&ctx)?.iter().any(|r| r.card_present) {
+        if Instant::now() > deadline {
+            return Err("the reader still holds another card".into());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok(())
 }
 
 fn through_pcscd(_path: &Path) -> Result<(), Box<dyn std::error::Error>> {

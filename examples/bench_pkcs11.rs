@@ -985,6 +985,7 @@ fn run() -> R<()> {
         &tessera_pkcs11::vcard::CardState::factory(7_700_001),
     )
     .map_err(|e| format!("card file: {e}"))?;
+    wait_for_presence(&reader, false)?;
     let tap = Arc::new(Tap::default());
     let proxy_port = start_proxy(format!("127.0.0.1:{port}"), Arc::clone(&tap))?;
     let child = Command::new(&bin)
@@ -1120,19 +1121,27 @@ fn run() -> R<()> {
 
 /// Waits until pcscd reports a card in `reader`.
 fn wait_for_card(reader: &str) -> R<()> {
+    wait_for_presence(reader, true)
+}
+
+/// Waits until pcscd reports the reader with (`present`) or without a card. A card server that
+/// just stopped stays "present" for a moment; starting ours before pcscd noticed would talk to
+/// a card that is gone.
+fn wait_for_presence(reader: &str, present: bool) -> R<()> {
     use tessera_pkcs11::card::pcsc;
     let ctx = pcsc::establish().map_err(|e| format!("pcsc: {e}"))?;
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let readers = pcsc::readers(&ctx).map_err(|e| format!("pcsc readers: {e}"))?;
-        if readers
+        let now = readers
             .iter()
-            .any(|r| r.card_present && r.name.starts_with(reader))
-        {
+            .any(|r| r.card_present && r.name.starts_with(reader));
+        if now == present {
             return Ok(());
         }
         if Instant::now() > deadline {
-            return Err(format!("no card appeared in reader '{reader}'"));
+            let what = if present { "appeared in" } else { "left" };
+            return Err(format!("no card {what} reader '{reader}' within 10 s"));
         }
         std::thread::sleep(Duration::from_millis(50));
     }
