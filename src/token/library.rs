@@ -796,7 +796,8 @@ impl Library {
     /// Card administration that PKCS#11 has no words for (the control manager's retry counts,
     /// management key set-up, …): runs `f` in one transaction on the session's card, after
     /// authenticating with the management key when `with_management_key`. The user must be
-    /// logged in when `needs_user`. The card is re-read afterwards so the token reflects it.
+    /// logged in when `needs_user`. Writes (those that use the management key) re-read the
+    /// card afterwards so the token reflects them; read-only calls send only their own APDUs.
     pub fn administer<R>(
         &self,
         h: CK_SESSION_HANDLE,
@@ -819,7 +820,9 @@ impl Library {
                     }
                 }
                 let r = f(ch, card)?;
-                card.reread(ch)?;
+                if with_management_key {
+                    card.reread(ch)?;
+                }
                 Ok(Ok(r))
             })?
         })
