@@ -296,6 +296,17 @@ fn modutil(args: &[&std::ffi::OsStr]) -> Result<std::process::Output> {
     })
 }
 
+/// `modutil -dbdir DB -delete NAME -force`.
+fn delete_module(db: &std::ffi::OsStr, name: &str) -> Result<std::process::Output> {
+    modutil(&[
+        "-dbdir".as_ref(),
+        db,
+        "-delete".as_ref(),
+        name.as_ref(),
+        "-force".as_ref(),
+    ])
+}
+
 fn output_text(out: &std::process::Output) -> String {
     let mut text = String::from_utf8_lossy(&out.stderr).trim().to_owned();
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -351,13 +362,7 @@ fn register_nss_inner(dir: &Path, module: &Path, remove: bool) -> Result<&'stati
             return Ok("not registered");
         }
         for m in &existing {
-            let out = modutil(&[
-                "-dbdir".as_ref(),
-                &db,
-                "-delete".as_ref(),
-                m.name.as_ref(),
-                "-force".as_ref(),
-            ])?;
+            let out = delete_module(&db, &m.name)?;
             if !out.status.success() {
                 return fail(format!(
                     "modutil could not remove {:?}: {} (close Firefox/Thunderbird if they use this profile)",
@@ -377,13 +382,7 @@ fn register_nss_inner(dir: &Path, module: &Path, remove: bool) -> Result<&'stati
     }
     // A Tessera entry with another library (an older build, a moved install) is replaced.
     for m in existing.iter().filter(|m| m.name == MODULE_NAME) {
-        let out = modutil(&[
-            "-dbdir".as_ref(),
-            &db,
-            "-delete".as_ref(),
-            m.name.as_ref(),
-            "-force".as_ref(),
-        ])?;
+        let out = delete_module(&db, &m.name)?;
         if !out.status.success() {
             return fail(format!(
                 "modutil could not replace the old registration ({}): {}",
