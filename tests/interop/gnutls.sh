@@ -73,6 +73,14 @@ for id in 01 03; do
 done
 
 # ---- p11-kit registration ------------------------------------------------------------------------
+# The unprivileged user must be able to load the module and run tessera, wherever the checkout
+# lives (a clone in a mktemp -d directory is 0700): give it copies in $D.
+mkdir -p "$D/bin"
+cp "$MODULE" "$D/bin/libtessera_pkcs11.so"
+cp "$TESSERA_BIN" "$D/bin/tessera"
+chmod 0755 "$D/bin" "$D/bin/tessera" "$D/bin/libtessera_pkcs11.so"
+MODULE="$D/bin/libtessera_pkcs11.so"
+TESSERA_BIN="$D/bin/tessera"
 MODFILE="$HOME/.config/pkcs11/modules/tessera.module"
 run "$TESSERA_BIN" register p11-kit --user --module "$MODULE"
 [ "$(id -u)" -eq 0 ] && chown -R "$RUN_USER:$RUN_GROUP" "$UHOME"
