@@ -107,6 +107,8 @@ pub fn start(opts: &Options) -> Result<()> {
     if let Some(path) = &opts.vcard {
         std::env::set_var(crate::vcard::ENV_VCARD, path);
     }
+    // The manager sees each card whole in one token, card authentication (9E) included.
+    library::set_card_auth_tokens(false);
     match library::initialize() {
         Ok(()) => Ok(()),
         Err(e) if e.rv() == CKR_CRYPTOKI_ALREADY_INITIALIZED => Ok(()),

@@ -9,7 +9,7 @@
 use super::mechanism::{self};
 use super::objects::{self, KeyEntry, ObjectId};
 use super::session::{Handle, Operation, Session, SessionObject};
-use super::slot::{Login, Slot, SlotState, Source};
+use super::slot::{Login, Part, Slot, SlotState, Source};
 use super::{attr, Error, OutBuf, Result};
 use crate::applet::piv::{self, PinStatus};
 use crate::card::pcsc;
@@ -72,6 +72,20 @@ pub struct Library {
 }
 
 type Global = Option<(u32, Arc<Library>)>;
+
+/// Slot IDs of card-authentication tokens: this plus the index of the card's main slot.
+pub const CARD_AUTH_SLOT_BASE: CK_SLOT_ID = 0x100;
+
+/// Whether cards get a separate card-authentication token (see [`Part`]); the control manager
+/// turns this off to see each card whole in one token.
+static CARD_AUTH_TOKENS: AtomicBool = AtomicBool::new(true);
+
+/// Chooses, before C_Initialize, whether each card shows up as one token (`false`: everything,
+/// as the control manager wants it) or as a main token plus a card-authentication token
+/// (`true`, the default for applications).
+pub fn set_card_auth_tokens(separate: bool) {
+    CARD_AUTH_TOKENS.store(separate, Ordering::SeqCst);
+}
 
 /// How long reader states from pcscd are reused by calls that send no APDU.
 const READER_STATE_TTL: Duration = Duration::from_millis(100);
@@ -157,6 +171,20 @@ fn check_pin_format(pin: &[u8]) -> Result<()> {
     }
 }
 
+/// Adds the slots of a new card source: its main slot (ID = how many cards came before) and,
+/// unless turned off, its card-authentication slot ([`CARD_AUTH_SLOT_BASE`] + the same number).
+fn add_card_slots(slots: &mut Vec<Arc<Slot>>, source: Source) {
+    let index = slots.iter().filter(|s| s.part != Part::CardAuth).count() as CK_SLOT_ID;
+    if CARD_AUTH_TOKENS.load(Ordering::SeqCst) {
+        let main = Slot::new(index, source, Part::Main);
+        let card_auth = main.sibling(CARD_AUTH_SLOT_BASE + index, Part::CardAuth);
+        slots.push(Arc::new(main));
+        slots.push(Arc::new(card_auth));
+    } else {
+        slots.push(Arc::new(Slot::new(index, source, Part::Whole)));
+    }
+}
+
 impl Library {
     fn new() -> Self {
         let lib = Self {
@@ -174,8 +202,7 @@ impl Library {
         {
             let mut slots = lib.slots.write();
             for path in crate::vcard::configured_paths() {
-                let id = slots.len() as CK_SLOT_ID;
-                slots.push(Arc::new(Slot::new(id, Source::Virtual(path))));
+                add_card_slots(&mut slots, Source::Virtual(path));
             }
         }
         lib.refresh_readers();
@@ -224,8 +251,7 @@ impl Library {
                 .iter()
                 .any(|s| s.source == Source::Reader(r.name.clone()));
             if !known {
-                let id = slots.len() as CK_SLOT_ID;
-                slots.push(Arc::new(Slot::new(id, Source::Reader(r.name.clone()))));
+                add_card_slots(&mut slots, Source::Reader(r.name.clone()));
             }
         }
         Some(readers)
@@ -234,7 +260,8 @@ impl Library {
     fn slot(&self, id: CK_SLOT_ID) -> Result<Arc<Slot>> {
         self.slots
             .read()
-            .get(usize::try_from(id).unwrap_or(usize::MAX))
+            .iter()
+            .find(|s| s.id == id)
             .cloned()
             .ok_or(Error::new(CKR_SLOT_ID_INVALID))
     }
@@ -371,7 +398,7 @@ impl Library {
                 .as_ref()
                 .ok_or(Error::new(CKR_TOKEN_NOT_PRESENT))?;
             let entry = id.slot().and_then(|s| card.contents.entry(s)).cloned();
-            if !objects::object_ids(&card.contents.entries).contains(&id) {
+            if !objects::object_ids(&card.contents.entries, slot.part).contains(&id) {
                 return err(invalid);
             }
             if objects::is_private(id, entry.as_ref()) && login != Login::User {
@@ -394,6 +421,8 @@ impl Library {
                 out.push(slot.id);
             }
         }
+        // Main tokens first (in the order their readers appeared), then card authentication.
+        out.sort_unstable();
         Ok(out)
     }
 
@@ -436,9 +465,17 @@ impl Library {
                 .as_ref()
                 .ok_or(Error::new(CKR_TOKEN_NOT_PRESENT))?;
             let c = &card.contents;
-            let mut flags =
-                CKF_RNG | CKF_LOGIN_REQUIRED | CKF_USER_PIN_INITIALIZED | CKF_TOKEN_INITIALIZED;
-            flags |= card.pin.flags(true) | card.puk.flags(false);
+            let mut flags = CKF_RNG
+                | CKF_USER_PIN_INITIALIZED
+                | CKF_TOKEN_INITIALIZED
+                | card.pin.flags(true)
+                | card.puk.flags(false);
+            let label = if slot.part.login_required() {
+                flags |= CKF_LOGIN_REQUIRED;
+                c.label.clone()
+            } else {
+                super::slot::card_auth_label(&c.label)
+            };
             let fw = c.version.unwrap_or([0, 0, 0]);
             let manufacturer = if c.label.starts_with("YubiKey") {
                 "Yubico"
@@ -446,7 +483,7 @@ impl Library {
                 super::MANUFACTURER
             };
             Ok(CK_TOKEN_INFO {
-                label: attr::padded::<32>(&c.label),
+                label: attr::padded::<32>(&label),
                 manufacturerID: attr::padded::<32>(manufacturer),
                 model: attr::padded::<16>("PIV"),
                 serialNumber: attr::padded::<16>(&c.serial),
@@ -548,13 +585,28 @@ impl Library {
         Ok(h)
     }
 
-    /// C_CloseSession; the last session of a token logs it out.
+    /// The IDs of every slot showing the same card as `slot` (they share one login).
+    fn card_slot_ids(&self, slot: &Slot) -> Vec<CK_SLOT_ID> {
+        self.slots
+            .read()
+            .iter()
+            .filter(|s| Arc::ptr_eq(&s.state, &slot.state))
+            .map(|s| s.id)
+            .collect()
+    }
+
+    /// C_CloseSession; the last session of a card logs it out (its tokens share the login).
     pub fn close_session(&self, h: CK_SESSION_HANDLE) -> Result<()> {
         let slot_id = self.with_session(h, |s| Ok(s.slot))?;
         self.drop_session(h);
-        let others = self.sessions.lock().values().any(|s| s.slot == slot_id);
+        let slot = self.slot(slot_id)?;
+        let same_card = self.card_slot_ids(&slot);
+        let others = self
+            .sessions
+            .lock()
+            .values()
+            .any(|s| same_card.contains(&s.slot));
         if !others {
-            let slot = self.slot(slot_id)?;
             self.logout_slot(&slot);
         }
         Ok(())
@@ -579,6 +631,7 @@ impl Library {
 
     fn logout_slot(&self, slot: &Slot) {
         self.so_puk.lock().remove(&slot.id);
+
         let mut state = slot.state.lock();
         if state.login != Login::Public {
             state.login = Login::Public;
@@ -616,11 +669,12 @@ impl Library {
         match user {
             CKU_USER => self.login_user(&slot, pin),
             CKU_SO => {
+                let same_card = self.card_slot_ids(&slot);
                 let ro_exists = self
                     .sessions
                     .lock()
                     .values()
-                    .any(|s| s.slot == slot.id && !s.rw);
+                    .any(|s| same_card.contains(&s.slot) && !s.rw);
                 if ro_exists {
                     return err(CKR_SESSION_READ_ONLY_EXISTS);
                 }
@@ -729,6 +783,7 @@ impl Library {
         if !rw {
             return err(CKR_SESSION_READ_ONLY);
         }
+
         check_pin_format(new_pin)?;
         self.with_card(&slot, |state, ctx| {
             if state.login != Login::So {
@@ -763,6 +818,7 @@ impl Library {
         if !rw {
             return err(CKR_SESSION_READ_ONLY);
         }
+
         check_pin_format(old)?;
         check_pin_format(new)?;
         self.with_card(&slot, |state, ctx| {

@@ -6,6 +6,7 @@
 use super::attr;
 use super::mechanism::PublicKey;
 use super::AttrAnswer;
+use super::slot::Part;
 use crate::applet::piv::{KeyAlgorithm, KeySlot, PinPolicy, SlotRole};
 use cryptoki_sys::*;
 use der::{Decode, Encode};
@@ -153,10 +154,13 @@ impl KeyEntry {
     }
 }
 
-/// The objects a token with these key entries has, in a stable order.
-pub fn object_ids(entries: &[KeyEntry]) -> Vec<ObjectId> {
-    let mut ids = vec![ObjectId::Profile];
-    for e in entries {
+/// The objects a token showing `part` of a card with these key entries has, in a stable order.
+pub fn object_ids(entries: &[KeyEntry], part: Part) -> Vec<ObjectId> {
+    let mut ids = Vec::new();
+    if part.shows(None) {
+        ids.push(ObjectId::Profile);
+    }
+    for e in entries.iter().filter(|e| part.shows(Some(e.slot))) {
         if e.certificate.is_some() {
             ids.push(ObjectId::Certificate(e.slot));
         }

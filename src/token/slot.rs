@@ -13,6 +13,7 @@ use cryptoki_sys::*;
 use parking_lot::Mutex;
 use std::ffi::CString;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 /// Where a slot's card lives.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -128,14 +129,71 @@ pub struct Card {
     pub id_aliases: std::collections::HashMap<KeySlot, Vec<u8>>,
 }
 
-/// A slot: its source and, behind a lock, the card in it and the login state.
+/// Which of a card's objects a slot's token shows.
+///
+/// NSS (Firefox, Thunderbird) will not finish a TLS handshake with a key on a token that has
+/// CKF_LOGIN_REQUIRED while it is logged out, even when the key itself needs no PIN
+/// (`ssl3_ClientAuthTokenPresent`). So card authentication (9E), which the card uses without a
+/// PIN, gets a token of its own whose cryptographic functions need no login, and the card's
+/// main token leaves it out. Both tokens are the same card with the same PIN: they share one
+/// login state (PIV's security status belongs to the card), and writes still need the PIN.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Part {
+    /// Everything on the card, login required (the control manager's view).
+    Whole,
+    /// Everything but card authentication, login required.
+    Main,
+    /// Card authentication (9E) only; no login required to use it.
+    CardAuth,
+}
+
+impl Part {
+    /// Whether the token shows the objects of key slot `slot` (`None`: card-wide objects).
+    pub fn shows(self, slot: Option<KeySlot>) -> bool {
+        let card_auth = slot == Some(KeySlot::CARD_AUTHENTICATION);
+        match self {
+            Part::Whole => true,
+            Part::Main => !card_auth,
+            Part::CardAuth => card_auth,
+        }
+    }
+
+    /// Whether some cryptographic function of the token needs a login (CKF_LOGIN_REQUIRED).
+    pub fn login_required(self) -> bool {
+        self != Part::CardAuth
+    }
+
+    /// The key slot a new key goes to when the application names none.
+    pub fn default_key_slot(self, by_usage: KeySlot) -> KeySlot {
+        match self {
+            Part::CardAuth => KeySlot::CARD_AUTHENTICATION,
+            Part::Whole | Part::Main => by_usage,
+        }
+    }
+}
+
+/// The token label of a card's card-authentication token: the main label, shortened so that
+/// the suffix always fits in CK_TOKEN_INFO's 32 bytes (the two labels never collide).
+pub fn card_auth_label(main: &str) -> String {
+    const SUFFIX: &str = " Card Auth";
+    let mut base: String = main.to_owned();
+    while base.len() + SUFFIX.len() > 32 {
+        base.pop();
+    }
+    format!("{}{SUFFIX}", base.trim_end())
+}
+
+/// A slot: its source, the part of the card its token shows and, behind a lock shared by every
+/// slot of the same card, the card in it and the login state.
 pub struct Slot {
     /// The slot ID.
     pub id: CK_SLOT_ID,
     /// Where its card is.
     pub source: Source,
-    /// Mutable state.
-    pub state: Mutex<SlotState>,
+    /// What its token shows.
+    pub part: Part,
+    /// Mutable state (shared with the other slot of the same card: one card, one login).
+    pub state: Arc<Mutex<SlotState>>,
 }
 
 /// The mutable part of a slot.
@@ -149,24 +207,39 @@ pub struct SlotState {
 }
 
 impl Slot {
-    /// A slot for `source`.
-    pub fn new(id: CK_SLOT_ID, source: Source) -> Self {
+    /// A slot for `source` showing `part` of its card, with a state of its own.
+    pub fn new(id: CK_SLOT_ID, source: Source, part: Part) -> Self {
         Self {
             id,
             source,
-            state: Mutex::new(SlotState {
+            part,
+            state: Arc::new(Mutex::new(SlotState {
                 card: None,
                 login: Login::Public,
                 generation: 1,
-            }),
+            })),
+        }
+    }
+
+    /// A slot for the same card as `self`, showing `part` of it (sharing the card and state).
+    pub fn sibling(&self, id: CK_SLOT_ID, part: Part) -> Self {
+        Self {
+            id,
+            source: self.source.clone(),
+            part,
+            state: Arc::clone(&self.state),
         }
     }
 
     /// Slot description (C_GetSlotInfo).
     pub fn description(&self) -> String {
-        match &self.source {
+        let base = match &self.source {
             Source::Reader(name) => name.clone(),
             Source::Virtual(path) => format!("Tessera Virtual PIV {}", path.display()),
+        };
+        match self.part {
+            Part::CardAuth => format!("{base} (card authentication)"),
+            Part::Whole | Part::Main => base,
         }
     }
 

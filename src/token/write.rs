@@ -7,7 +7,7 @@
 
 use super::mechanism::{Curve, PublicKey};
 use super::objects::{CertFacts, ObjectId};
-use super::slot::{Card, Login, SlotState, Source};
+use super::slot::{Card, Login, Part, SlotState, Source};
 use super::{attr, Attr, Error, Mechanism, Result};
 use crate::applet::piv::{
     self, admin, keys, KeyAlgorithm, KeySlot, ManagementAlgorithm, PinPolicy,
@@ -82,6 +82,17 @@ fn retire(ch: &mut dyn Channel, card: &Card, slot: KeySlot) -> CardResult<Result
     Ok(Ok(()))
 }
 
+/// Refuses a write to a key slot the token does not show (card authentication is written
+/// through its own token).
+fn shown(part: Part, slot: KeySlot) -> Result<KeySlot> {
+    if part.shows(Some(slot)) {
+        Ok(slot)
+    } else {
+        log::warn!("slot {slot} is not on this token");
+        Err(Error::new(CKR_ATTRIBUTE_VALUE_INVALID))
+    }
+}
+
 fn need_user(state: &SlotState) -> Result<()> {
     if state.login == Login::User {
         Ok(())
@@ -151,6 +162,7 @@ fn write_key(
 /// C_GenerateKeyPair: returns the slot that now holds the key.
 pub fn generate(
     source: &Source,
+    part: Part,
     state: &mut SlotState,
     ctx: Option<&pcsc::Context>,
     mech: &Mechanism,
@@ -181,8 +193,9 @@ pub fn generate(
         attr::find(private_template, CKA_ID).or_else(|| attr::find(public_template, CKA_ID));
     let slot = match named {
         Some(id) => KeySlot::from_cka_id(id).ok_or(Error::new(CKR_ATTRIBUTE_VALUE_INVALID))?,
-        None => slot_by_usage(private_template)?,
+        None => part.default_key_slot(slot_by_usage(private_template)?),
     };
+    let slot = shown(part, slot)?;
     let policy = pin_policy(private_template)?;
     write_key(source, state, ctx, slot, |ch| {
         keys::generate(ch, slot, algorithm, policy)?;
@@ -194,6 +207,7 @@ pub fn generate(
 /// C_CreateObject: returns the identity of the created object.
 pub fn create(
     source: &Source,
+    part: Part,
     state: &mut SlotState,
     ctx: Option<&pcsc::Context>,
     template: &[Attr],
@@ -201,8 +215,8 @@ pub fn create(
     let class =
         attr::find_ulong(template, CKA_CLASS)?.ok_or(Error::new(CKR_TEMPLATE_INCOMPLETE))?;
     match class {
-        CKO_CERTIFICATE => create_certificate(source, state, ctx, template),
-        CKO_PRIVATE_KEY => create_private_key(source, state, ctx, template),
+        CKO_CERTIFICATE => create_certificate(source, part, state, ctx, template),
+        CKO_PRIVATE_KEY => create_private_key(source, part, state, ctx, template),
         CKO_PUBLIC_KEY => {
             // The public half of a key already on the card: answer with that object.
             let pk = public_key_from_template(template)?;
@@ -213,7 +227,7 @@ pub fn create(
             card.contents
                 .entries
                 .iter()
-                .find(|e| e.public_key == pk)
+                .find(|e| e.public_key == pk && part.shows(Some(e.slot)))
                 .map(|e| ObjectId::PublicKey(e.slot))
                 .ok_or(Error::new(CKR_TEMPLATE_INCONSISTENT))
         }
@@ -234,6 +248,7 @@ fn public_key_from_template(template: &[Attr]) -> Result<PublicKey> {
 
 fn create_certificate(
     source: &Source,
+    part: Part,
     state: &mut SlotState,
     ctx: Option<&pcsc::Context>,
     template: &[Attr],
@@ -263,6 +278,7 @@ fn create_certificate(
             .map(|e| e.slot)
             .ok_or(Error::new(CKR_ATTRIBUTE_VALUE_INVALID))?,
     };
+    let slot = shown(part, slot)?;
     match card.contents.entry(slot) {
         Some(e) if e.public_key == cert_key => {}
         Some(_) => {
@@ -289,6 +305,7 @@ fn create_certificate(
 
 fn create_private_key(
     source: &Source,
+    part: Part,
     state: &mut SlotState,
     ctx: Option<&pcsc::Context>,
     template: &[Attr],
@@ -298,8 +315,9 @@ fn create_private_key(
     let get = |t| attr::find(template, t).ok_or(Error::new(CKR_TEMPLATE_INCOMPLETE));
     let slot = match slot_by_id(template) {
         Some(s) => s,
-        None => slot_by_usage(template)?,
+        None => part.default_key_slot(slot_by_usage(template)?),
     };
+    let slot = shown(part, slot)?;
     let policy = pin_policy(template)?;
     match key_type {
         CKK_RSA => {

@@ -3,7 +3,8 @@
 # client authentication with the card's 9E (card authentication) key against a local
 # `openssl s_server -Verify 1`, through the lab's pcscd + vpcd reader.
 #  1. 9E: a P-256 key generated on the card and a clientAuth certificate from a test CA,
-#     both through the module (pkcs11-tool).
+#     both through the module (pkcs11-tool) on the card's card-authentication token
+#     ("<label> Card Auth": no CKF_LOGIN_REQUIRED, so NSS uses 9E without asking for a PIN).
 #  2. A fresh profile: NSS database (certutil -N), the module registered with
 #     `tessera register firefox --profile P`, the test CA trusted (CT,C,C), user.js with
 #     security.default_personal_cert = "Select Automatically" and the first-run, update,
@@ -12,10 +13,11 @@
 #     https://127.0.0.1:PORT/ and reports how the load ended; the server's log must show the
 #     card's subject and serial (the verify callback's depth=0 line and, from -trace, the
 #     client Certificate message), and the page s_server returns names the same certificate.
-#     Run 1 without any PIN (9E's private key is CKA_PRIVATE false); run 2 after logging in to
-#     the token (the PIN prompt answered, as a user does when Firefox asks).
+#     Run 1 without any PIN, nothing logged in; run 2 with the card's main token logged in
+#     (the PIN prompt answered, as a user does when Firefox asks) — 9E is still what is used.
 #  4. `tessera import` of a renewed e-Cert (new key + certificate in a .p12) into 9E; run 3
-#     with the same profile: the server now sees the new subject and serial, never the old.
+#     with the same profile, again without any PIN: the server now sees the new subject and
+#     serial, never the old.
 # (`firefox --screenshot URL` cannot be used for this: it waits for the page forever when the
 # handshake stalls, and it cannot log in to a token.)
 # Run by pkg/scripts/test-all.sh; by hand:
@@ -29,6 +31,9 @@ set -uo pipefail
 PIN=123456
 SERIAL=1000006
 TOKEN="Tessera PIV #$SERIAL"
+AUTH_TOKEN="$TOKEN Card Auth"
+# TA ARGS...: pkcs11-tool on the card-authentication token (9E)
+TA() { T --token-label "$AUTH_TOKEN" "$@"; }
 CARD="$LAB/firefox.card"
 D=$WORK
 P="$D/profile"
@@ -58,9 +63,15 @@ start_card "$CARD" || exit 1
 # ---- 9E through the module -----------------------------------------------------------------------
 gate "test CA created" p11_make_ca "$D"
 gate "TLS server certificate for 127.0.0.1 from the test CA" apps_server_cert "$D"
-gate "pkcs11-tool --keypairgen EC:prime256v1 --id 04 (9E)" \
-  T --login --pin "$PIN" --keypairgen --key-type EC:prime256v1 --id 04
-gate "9E public key read through the module" p11_pubkey_pem 04 "$D/gen04.pem"
+expect_grep "pkcs11-tool -L: '$AUTH_TOKEN' needs no login (no CKF_LOGIN_REQUIRED)" \
+  "token label +: $AUTH_TOKEN\$" T -L
+run T -L
+if printf '%s\n' "$OUT" | awk -v t="$AUTH_TOKEN" '/token label/ { sub(/^[^:]*: /, ""); cur = $0 } /token flags/ && cur == t { print; exit }' |
+  grep -q 'login required'; then notok "'$AUTH_TOKEN' has no 'login required' flag" "$OUT"
+else ok "'$AUTH_TOKEN' has no 'login required' flag (the main token has it: $(printf '%s\n' "$OUT" | grep -c 'login required') token)"; fi
+gate "pkcs11-tool --keypairgen EC:prime256v1 --id 04 (9E) on '$AUTH_TOKEN'" \
+  TA --login --pin "$PIN" --keypairgen --key-type EC:prime256v1 --id 04
+gate "9E public key read through the module" p11_pubkey_pem 04 "$D/gen04.pem" "$AUTH_TOKEN"
 printf '%s\n' 'keyUsage=critical,digitalSignature' 'extendedKeyUsage=clientAuth' \
   'basicConstraints=critical,CA:FALSE' 'subjectKeyIdentifier=hash' 'authorityKeyIdentifier=keyid' >"$D/client.ext"
 gate "test CA issues the 9E certificate (clientAuth)" \
@@ -68,10 +79,14 @@ gate "test CA issues the 9E certificate (clientAuth)" \
   "$D/client.ext" "$D/card1.der"
 openssl x509 -inform DER -in "$D/card1.der" -out "$D/card1.pem"
 gate "9E certificate written through the module" \
-  T --login --pin "$PIN" --write-object "$D/card1.der" --type cert --id 04
-# what makes the PIN-less browser run possible: the 9E private key is visible without login
+  TA --login --pin "$PIN" --write-object "$D/card1.der" --type cert --id 04
+# what makes the PIN-less browser run possible: the 9E private key is visible without login,
+# on a token that needs none; the main token does not show 9E, so NSS cannot pick it there
 expect_grep "pkcs11-tool -O without login lists the 9E private key (CKA_PRIVATE false)" \
-  '^Private Key Object; EC' T -O --type privkey --id 04
+  '^Private Key Object; EC' TA -O --type privkey --id 04
+run T -O --id 04
+if [ "$RC" -eq 0 ] && ! printf '%s\n' "$OUT" | grep -q 'Object;'; then ok "the main token '$TOKEN' shows no 9E object"
+else notok "the main token '$TOKEN' shows no 9E object" "$OUT"; fi
 
 # ---- the profile ---------------------------------------------------------------------------------
 mkdir -p "$P"
@@ -87,7 +102,7 @@ expect_grep "modutil -list: the profile's database loads the module and sees '$T
 gate "certutil -A -t CT,C,C: test CA trusted in the profile" \
   certutil -A -n "Tessera Interop Test CA" -t "CT,C,C" -i "$D/ca.pem" -d "sql:$P"
 expect_grep "certutil -L -h all: the card's 9E certificate is visible without a PIN" \
-  "^$TOKEN:Certificate for Card Authentication +u,u,u" certutil -L -h all -d "sql:$P"
+  "^$AUTH_TOKEN:Certificate for Card Authentication +u,u,u" certutil -L -h all -d "sql:$P"
 
 cat >"$P/user.js" <<'EOF'
 // client certificate: no dialog, the one matching the server's CA list
@@ -190,15 +205,27 @@ explain() { # LABEL
   show_module_log "$D/module-$1.log" 12
 }
 
-# ---- run 1: no PIN (9E is CKA_PRIVATE false) -------------------------------------------------------
+# nothing_logged_in LABEL: the module log shows no C_Login and no PIN VERIFY during the run
+nothing_logged_in() {
+  [ -s "$D/module-$1.log" ] && ! grep -Eq 'C_Login|verify_pin|VERIFY' "$D/module-$1.log"
+}
+
+# ---- run 1: no PIN ----------------------------------------------------------------------------------
 # NSS's TLS client refuses to send records while the token that signed the client
 # CertificateVerify "needs login" and is not logged in (ssl3_ClientAuthTokenPresent:
 # PK11_NeedLogin && !PK11_IsLoggedIn -> SSL_ERROR_TOKEN_INSERTION_REMOVAL), whatever
-# CKA_PRIVATE the key has; Firefox then never finishes the page. Kept as a check of its own.
-# Until the module offers a login-free token for 9E this run is reported, not failed: Firefox
-# reaches the card (the card signs with 9E without a PIN) and then NSS stops, as above.
-SKIPS=$((SKIPS + 1))
-echo "ok - run 1 (no PIN): Firefox authenticates with the 9E key without a login # SKIP NSS refuses client auth from a token that needs login and is not logged in (ssl3_ClientAuthTokenPresent); needs a login-free card-authentication token"
+# CKA_PRIVATE the key has. 9E is on a token without CKF_LOGIN_REQUIRED, so it goes through.
+browse run1
+run server_saw_cert "$SRV_LOG" "$D/card1.pem"
+if [ "$RC" -eq 0 ]; then
+  ok "run 1 (no PIN): s_server log shows the card's 9E certificate: 'depth=0 $(cert_subject "$D/card1.pem")', serial $(cert_serial_hex "$D/card1.pem")"
+else notok "run 1 (no PIN): s_server log shows the card's 9E certificate" "$OUT$(printf '\n'; explain run1)"; fi
+expect_grep "run 1: the handshake used TLS client authentication (CertificateVerify from the client)" \
+  'CertificateVerify' cat "$SRV_LOG"
+if page_shows run1 "$D/card1.pem"; then ok "run 1: the page Firefox loaded (no PIN asked) shows the card certificate as the client certificate"
+else notok "run 1: the page Firefox loaded shows the card certificate" "$(tr '\n' ' ' <"$D/marionette-run1.out")"; fi
+if nothing_logged_in run1; then ok "run 1: no login and no PIN reached the module or the card (module log)"
+else notok "run 1: no login and no PIN reached the module or the card" "$(grep -E 'C_Login|VERIFY' "$D/module-run1.log" | head -n 5)"; fi
 
 # ---- run 2: the token logged in first (what the user does when Firefox asks for the PIN) -----------
 browse run2 login
@@ -227,11 +254,11 @@ expect_ok "tessera import renew.p12 --slot 9e (password and PIN from files)" \
   "$TESSERA_BIN" --reader "$READER" --yes import "$D/renew.p12" --password-file "$D/p12pass" \
   --pin-file "$D/pinfile" --slot 9e
 rm -f "$D/back2.der"
-T --read-object --type cert --id 04 -o "$D/back2.der" >/dev/null 2>&1
+TA --read-object --type cert --id 04 -o "$D/back2.der" >/dev/null 2>&1
 check "the card's 9E certificate (read through the module) is now the renewed one" cmp -s "$D/back2.der" "$D/card2.der"
 
-# ---- run 3: same profile, the renewed certificate ------------------------------------------------
-browse run3 login
+# ---- run 3: same profile, the renewed certificate, no PIN ---------------------------------------
+browse run3
 run server_saw_cert "$SRV_LOG" "$D/card2.pem"
 if [ "$RC" -eq 0 ]; then
   ok "run 3: s_server log shows the renewed certificate: 'depth=0 $(cert_subject "$D/card2.pem")', serial $(cert_serial_hex "$D/card2.pem")"
@@ -242,6 +269,8 @@ if [ -s "$SRV_LOG" ] && ! grep -Fq "$(cert_serial_hex "$D/card1.pem")" "$SRV_LOG
 else notok "run 3: the old certificate no longer appears in the server's log" "$(grep -E '^depth=0' "$SRV_LOG")"; fi
 if page_shows run3 "$D/card2.pem"; then ok "run 3: the page Firefox loaded shows the renewed certificate"
 else notok "run 3: the page Firefox loaded shows the renewed certificate" "$(tr '\n' ' ' <"$D/marionette-run3.out")"; fi
+if nothing_logged_in run3; then ok "run 3: no login and no PIN reached the module or the card (module log)"
+else notok "run 3: no login and no PIN reached the module or the card" "$(grep -E 'C_Login|VERIFY' "$D/module-run3.log" | head -n 5)"; fi
 
 apps_cleanup
 stop_card

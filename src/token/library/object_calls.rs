@@ -26,7 +26,7 @@ impl Library {
                 .card
                 .as_ref()
                 .ok_or(Error::new(CKR_TOKEN_NOT_PRESENT))?;
-            for id in objects::object_ids(&card.contents.entries) {
+            for id in objects::object_ids(&card.contents.entries, slot.part) {
                 let entry = id.slot().and_then(|s| card.contents.entry(s));
                 if objects::is_private(id, entry) && login != Login::User {
                     continue;
@@ -185,7 +185,7 @@ impl Library {
             return err(CKR_SESSION_READ_ONLY);
         }
         let id = self.with_card(&slot, |state, ctx| {
-            crate::token::write::create(&slot.source, state, ctx, template)
+            crate::token::write::create(&slot.source, slot.part, state, ctx, template)
         })?;
         Ok(self.handles.lock().handle(Handle::Token(slot.id, id)))
     }
@@ -221,6 +221,7 @@ impl Library {
         let key_slot = self.with_card(&slot, |state, ctx| {
             crate::token::write::generate(
                 &slot.source,
+                slot.part,
                 state,
                 ctx,
                 mech,

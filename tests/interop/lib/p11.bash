@@ -12,7 +12,8 @@ OPENSC_MOD=${OPENSC_MODULE:-$(dpkg -L opensc-pkcs11 2>/dev/null | grep -m1 '/ope
 OPENSC_MOD=${OPENSC_MOD:-/usr/lib/x86_64-linux-gnu/opensc-pkcs11.so}
 
 # T ARGS...: pkcs11-tool with our module (the slot of the lab reader holding the card is the
-# first slot with a token: the lab's second reader stays empty)
+# first slot with a token: the lab's second reader stays empty). Card authentication (9E) is
+# on the card's second token, "<label> Card Auth": reach it with --token-label.
 T() { pkcs11-tool --module "$MODULE" "$@"; }
 
 # p11_make_ca DIR: a P-256 test CA in DIR/ca.key + DIR/ca.pem
@@ -34,13 +35,14 @@ p11_issue() {
     -set_serial "0x$(od -An -N8 -tx1 /dev/urandom | tr -d ' \n')" -outform DER -out "$out"
 }
 
-# p11_ec_spki ID [MODULE]: the DER SubjectPublicKeyInfo of the EC public key object with
-# CKA_ID ID, built from the EC_POINT and EC_PARAMS that `pkcs11-tool -O` prints.
+# p11_ec_spki ID [MODULE [TOKEN-LABEL]]: the DER SubjectPublicKeyInfo of the EC public key
+# object with CKA_ID ID, built from the EC_POINT and EC_PARAMS that `pkcs11-tool -O` prints.
 # (pkcs11-tool 0.23 cannot export every EC public key: `--read-object --type pubkey` of a
 # P-384 key fails with "cannot create EVP_PKEY", OpenSC#3200.)
 p11_ec_spki() {
-  local id=$1 mod=${2:-$MODULE} pt par alg bs body
-  read -r pt par < <(pkcs11-tool --module "$mod" -O --type pubkey 2>/dev/null | awk -v id="$id" '
+  local id=$1 mod=${2:-$MODULE} pt par alg bs body sel=()
+  [ -n "${3:-}" ] && sel=(--token-label "$3")
+  read -r pt par < <(pkcs11-tool --module "$mod" "${sel[@]}" -O --type pubkey 2>/dev/null | awk -v id="$id" '
     /Object;/ { if (p != "" && i == id) { print p, q; found = 1; exit } p = ""; q = ""; i = "" }
     /EC_POINT:/ { p = $2 } /EC_PARAMS:/ { q = $2 } /^[ \t]+ID:/ { i = $2 }
     END { if (!found && p != "" && i == id) print p, q }')
@@ -56,16 +58,17 @@ p11_ec_spki() {
   printf '30%02x%s' $((${#body} / 2)) "$body" | xxd -r -p
 }
 
-# p11_pubkey_pem ID OUT.pem: the public key object ID as PEM (RSA: pkcs11-tool export; EC:
-# p11_ec_spki)
+# p11_pubkey_pem ID OUT.pem [TOKEN-LABEL]: the public key object ID as PEM (RSA: pkcs11-tool
+# export; EC: p11_ec_spki), from the first token or the one labelled TOKEN-LABEL
 p11_pubkey_pem() {
-  local id=$1 out=$2 der="$WORK/pubkey-$1.der"
+  local id=$1 out=$2 der="$WORK/pubkey-$1.der" sel=()
+  [ -n "${3:-}" ] && sel=(--token-label "$3")
   rm -f "$der"
-  if T --read-object --type pubkey --id "$id" -o "$der" >/dev/null 2>&1 && [ -s "$der" ] &&
+  if T "${sel[@]}" --read-object --type pubkey --id "$id" -o "$der" >/dev/null 2>&1 && [ -s "$der" ] &&
     openssl pkey -pubin -inform DER -in "$der" -out "$out" 2>/dev/null; then
     return 0
   fi
-  p11_ec_spki "$id" >"$der" && openssl pkey -pubin -inform DER -in "$der" -out "$out"
+  p11_ec_spki "$id" "$MODULE" "${3:-}" >"$der" && openssl pkey -pubin -inform DER -in "$der" -out "$out"
 }
 
 # p11_id_labels < `pkcs11-tool -O` output: sorted "class|ID|label" lines of the certificate,
