@@ -78,9 +78,10 @@ fn library_slot_and_token_info() {
 #[test]
 fn removed_card_leaves_an_empty_slot() {
     let f = Fresh::new(4_100_002);
-    // The initial state counts as an event for a present card; then nothing happens.
-    let first = f.p11().get_slot_event().unwrap();
-    assert_eq!(first, Some(f.slot));
+    let both = vec![f.slot.id(), f.auth_slot.id()];
+    // The initial state counts as an event for a present card, once for each of its two
+    // tokens; then nothing happens.
+    assert_eq!(drain_events(f.p11()), both);
     assert_eq!(f.p11().get_slot_event().unwrap(), None);
 
     let s = f.ro();
@@ -88,13 +89,18 @@ fn removed_card_leaves_an_empty_slot() {
     let away = f.card.with_extension("away");
     std::fs::rename(&f.card, &away).unwrap();
 
-    assert_eq!(f.p11().get_slot_event().unwrap(), Some(f.slot));
+    assert_eq!(drain_events(f.p11()), both, "both tokens report the removal");
     assert_eq!(
         f.p11().get_all_slots().unwrap().len(),
         count,
         "slot list never shrinks"
     );
     assert!(!f.p11().get_slots_with_token().unwrap().contains(&f.slot));
+    assert!(!f
+        .p11()
+        .get_slots_with_token()
+        .unwrap()
+        .contains(&f.auth_slot));
     let info = f.p11().get_slot_info(f.slot).unwrap();
     assert!(info.removable_device());
     assert!(!info.token_present());
@@ -107,10 +113,12 @@ fn removed_card_leaves_an_empty_slot() {
     );
 
     std::fs::rename(&away, &f.card).unwrap();
-    assert_eq!(f.p11().get_slot_event().unwrap(), Some(f.slot));
+    assert_eq!(drain_events(f.p11()), both, "both tokens report the insertion");
     assert!(f.p11().get_slot_info(f.slot).unwrap().token_present());
     let token = f.p11().get_token_info(f.slot).unwrap();
     assert_eq!(token.serial_number(), f.serial.to_string());
+    let auth = f.p11().get_token_info(f.auth_slot).unwrap();
+    assert_eq!(auth.serial_number(), f.serial.to_string(), "same card, same serial");
     drop(s);
 }
 
@@ -687,14 +695,47 @@ fn signature_key_needs_context_login_before_each_signature() {
 #[test]
 fn card_authentication_key_signs_without_login() {
     let f = Fresh::new(4_100_019);
-    let (public, point) = {
+    // The card's second token: 9E only, usable without a login (NSS will not finish a TLS
+    // handshake from a logged-out token that has CKF_LOGIN_REQUIRED).
+    let main = f.p11().get_token_info(f.slot).unwrap();
+    let auth = f.p11().get_token_info(f.auth_slot).unwrap();
+    assert!(main.login_required());
+    assert!(!auth.login_required(), "no CKF_LOGIN_REQUIRED");
+    assert!(auth.user_pin_initialized(), "the card's PIN still writes 9E");
+    assert!(!auth.write_protected());
+    assert_eq!(auth.label(), format!("{} Card Auth", main.label()));
+    assert_eq!(auth.serial_number(), main.serial_number());
+    let described = f.p11().get_slot_info(f.auth_slot).unwrap();
+    assert!(described.slot_description().ends_with("(card authentication)"));
+
+    // The main token does not take 9E keys, and the card is left as it was.
+    {
         let s = f.user();
+        let (public, private) = (
+            vec![
+                Attribute::Token(true),
+                Attribute::Id(vec![0x04]),
+                Attribute::EcParams(Curve::P256.params()),
+            ],
+            vec![Attribute::Token(true), Attribute::Id(vec![0x04])],
+        );
+        assert_rv(
+            s.generate_key_pair(&Mechanism::EccKeyPairGen, &public, &private),
+            RvError::AttributeValueInvalid,
+        );
+        assert!(f
+            .on_card(|ch| keys::metadata(ch, KeySlot::CARD_AUTHENTICATION))
+            .is_none());
+    }
+    // Written through its own token (with the card's PIN, like every write).
+    let (public, point) = {
+        let s = f.auth_user();
         let (public, private) = generate_ec(&s, 0x04, Curve::P256);
         assert!(!attr_bool(&s, private, AttributeType::Private));
         (public, ec_point(&s, public))
     };
-    // The user session is closed: the token is logged out.
-    let s = f.ro();
+    // Every session closed: the card is logged out.
+    let s = f.auth_ro();
     assert_eq!(
         s.get_session_info().unwrap().session_state(),
         SessionState::RoPublic
@@ -707,6 +748,38 @@ fn card_authentication_key_signs_without_login() {
     verify_ecdsa(Curve::P256, &point, &hashed, &sig);
     s.verify(&Mechanism::Ecdsa, public, &hashed, &sig).unwrap();
     assert_eq!(f.on_card(pin_status), PinStatus::TriesLeft(3));
+    // The main token shows nothing of 9E, so NSS cannot find it where a login is needed.
+    let m = f.ro();
+    assert!(m
+        .find_objects(&[Attribute::Id(vec![0x04])])
+        .unwrap()
+        .is_empty());
+    // A handle of the card-authentication token is not one of the main token.
+    assert_rv(m.sign(&Mechanism::Ecdsa, private, &hashed), RvError::KeyHandleInvalid);
+
+    // One card, one PIN: a login on the main token is the card's, and closing the other
+    // token's sessions does not end it.
+    m.login(UserType::User, Some(&pin(PIN))).unwrap();
+    assert_eq!(
+        s.get_session_info().unwrap().session_state(),
+        SessionState::RoUser
+    );
+    drop(s);
+    assert_eq!(
+        m.get_session_info().unwrap().session_state(),
+        SessionState::RoUser
+    );
+    let s = f.auth_ro();
+    m.logout().unwrap();
+    assert_eq!(
+        s.get_session_info().unwrap().session_state(),
+        SessionState::RoPublic,
+        "a logout on either token is the card's"
+    );
+    // Still no PIN needed for 9E.
+    let sig = s.sign(&Mechanism::Ecdsa, private, &hashed).unwrap();
+    verify_ecdsa(Curve::P256, &point, &hashed, &sig);
+    assert_eq!(f.on_card(pin_status), PinStatus::TriesLeft(3), "no try spent");
 }
 
 // ---- writes: certificates, imported keys, replacement, deletion --------------------------------
@@ -840,7 +913,7 @@ fn imported_rsa_and_ec_private_keys_sign() {
         use p384::elliptic_curve::sec1::ToEncodedPoint;
         ec.public_key().to_encoded_point(false).as_bytes().to_vec()
     };
-    s.create_object(&[
+    let template = [
         Attribute::Class(ObjectClass::PRIVATE_KEY),
         Attribute::KeyType(KeyType::EC),
         Attribute::Token(true),
@@ -848,8 +921,17 @@ fn imported_rsa_and_ec_private_keys_sign() {
         Attribute::Id(vec![0x04]),
         Attribute::EcParams(P384_PARAMS.to_vec()),
         Attribute::Value(ec.to_bytes().to_vec()),
-    ])
-    .expect("C_CreateObject(CKO_PRIVATE_KEY, CKK_EC)");
+    ];
+    // 9E is written through the card-authentication token; the main token refuses it.
+    assert_rv(s.create_object(&template), RvError::AttributeValueInvalid);
+    assert!(
+        f.on_card(|ch| keys::metadata(ch, KeySlot::CARD_AUTHENTICATION))
+            .is_none(),
+        "the refused import left 9E empty"
+    );
+    let s = f.auth_user();
+    s.create_object(&template)
+        .expect("C_CreateObject(CKO_PRIVATE_KEY, CKK_EC) on the card-authentication token");
     let private = object(&s, ObjectClass::PRIVATE_KEY, 0x04);
     let public = object(&s, ObjectClass::PUBLIC_KEY, 0x04);
     assert_eq!(ec_point(&s, public), point);
@@ -1055,7 +1137,7 @@ fn objects_ids_labels_and_visibility() {
         let (p3, _) = generate_ec(&s, 0x03, Curve::P384);
         let spki = ec_spki(Curve::P384, &ec_point(&s, p3));
         create_certificate(&s, 0x03, &certificate_for(&spki, "Enc", true, false));
-        generate_ec(&s, 0x04, Curve::P256);
+        generate_ec(&f.auth_user(), 0x04, Curve::P256);
     }
     let expected = [
         (
@@ -1074,8 +1156,11 @@ fn objects_ids_labels_and_visibility() {
         (0x04, "CARD AUTH key", "CARD AUTH pubkey", None),
     ];
 
-    // Without login: profile, certificates, public keys, and the 9E private key.
+    // Without login: profile, certificates, public keys on the main token; card authentication's
+    // public and private key (CKA_PRIVATE false) on its own token, and nothing else there.
     let s = f.ro();
+    let a = f.auth_ro();
+    let on = |id: u8| if id == 0x04 { &a } else { &s };
     let profile = find_one(&s, &[Attribute::Class(ObjectClass::PROFILE)]);
     assert_eq!(
         s.get_attributes(profile, &[AttributeType::ProfileId])
@@ -1088,34 +1173,43 @@ fn objects_ids_labels_and_visibility() {
     let privates = s
         .find_objects(&[Attribute::Class(ObjectClass::PRIVATE_KEY)])
         .unwrap();
-    assert_eq!(privates.len(), 1, "only 9E's private key is public");
-    assert_eq!(attr_bytes(&s, privates[0], AttributeType::Id), vec![0x04]);
-    // profile + 2 certificates + 4 public keys + 1 private key
-    assert_eq!(everything.len(), 8, "objects without login");
+    assert!(privates.is_empty(), "no private key without login");
+    // profile + 2 certificates + 3 public keys
+    assert_eq!(everything.len(), 6, "objects without login");
+    let auth_objects = a.find_objects(&[]).unwrap();
+    assert_eq!(auth_objects.len(), 2, "9E's public and private key");
+    let privates = a
+        .find_objects(&[Attribute::Class(ObjectClass::PRIVATE_KEY)])
+        .unwrap();
+    assert_eq!(privates.len(), 1, "9E's private key is public");
+    assert_eq!(attr_bytes(&a, privates[0], AttributeType::Id), vec![0x04]);
     for (id, _, public_label, cert_label) in expected {
-        let public = object(&s, ObjectClass::PUBLIC_KEY, id);
-        assert_eq!(label(&s, public), public_label);
-        assert!(!attr_bool(&s, public, AttributeType::Private));
+        let t = on(id);
+        let public = object(t, ObjectClass::PUBLIC_KEY, id);
+        assert_eq!(label(t, public), public_label);
+        assert!(!attr_bool(t, public, AttributeType::Private));
         if let Some(cert_label) = cert_label {
-            let cert = object(&s, ObjectClass::CERTIFICATE, id);
-            assert_eq!(label(&s, cert), cert_label);
-            assert!(!attr_bool(&s, cert, AttributeType::Private));
+            let cert = object(t, ObjectClass::CERTIFICATE, id);
+            assert_eq!(label(t, cert), cert_label);
+            assert!(!attr_bool(t, cert, AttributeType::Private));
         }
     }
 
     // After login: every private key.
     s.login(UserType::User, Some(&pin(PIN))).unwrap();
-    assert_eq!(s.find_objects(&[]).unwrap().len(), 11);
+    assert_eq!(s.find_objects(&[]).unwrap().len(), 9);
+    assert_eq!(a.find_objects(&[]).unwrap().len(), 2);
     for (id, private_label, _, _) in expected {
-        let private = object(&s, ObjectClass::PRIVATE_KEY, id);
-        assert_eq!(label(&s, private), private_label);
+        let t = on(id);
+        let private = object(t, ObjectClass::PRIVATE_KEY, id);
+        assert_eq!(label(t, private), private_label);
         assert_eq!(
-            attr_bool(&s, private, AttributeType::Private),
+            attr_bool(t, private, AttributeType::Private),
             id != 0x04,
             "CKA_PRIVATE of {id:02x}"
         );
         assert_eq!(
-            attr_bool(&s, private, AttributeType::AlwaysAuthenticate),
+            attr_bool(t, private, AttributeType::AlwaysAuthenticate),
             id == 0x02,
             "CKA_ALWAYS_AUTHENTICATE of {id:02x}"
         );
@@ -1233,10 +1327,11 @@ fn eight_threads_sign_concurrently() {
     let s = f.user();
     let (ec_public, ec_private) = generate_ec(&s, 0x01, Curve::P256);
     let point = ec_point(&s, ec_public);
-    let (rsa_pub, rsa_private) = generate_rsa(&s, 0x04, 2048);
-    let key = rsa_public(&s, rsa_pub);
+    // The RSA key is card authentication's, used from its own token without a login.
+    let (rsa_pub, rsa_private) = generate_rsa(&f.auth_user(), 0x04, 2048);
+    let key = rsa_public(&f.auth_ro(), rsa_pub);
     let p11 = f.p11().clone();
-    let slot = f.slot;
+    let (slot, auth_slot) = (f.slot, f.auth_slot);
     std::thread::scope(|scope| {
         let mut workers = Vec::new();
         for t in 0..8u8 {
@@ -1244,7 +1339,7 @@ fn eight_threads_sign_concurrently() {
             let (point, key) = (&point, &key);
             workers.push(scope.spawn(move || {
                 let session = p11
-                    .open_ro_session(slot)
+                    .open_ro_session(if t % 2 == 0 { slot } else { auth_slot })
                     .expect("C_OpenSession in a thread");
                 for i in 0..10u8 {
                     let msg = [b'T', t, b'#', i];
@@ -1744,7 +1839,7 @@ fn wait_for_slot_event_sees_removal_and_is_cancelled_by_finalize() {
     use std::sync::mpsc;
     use std::time::Duration;
     let f = Fresh::new(4_100_039);
-    assert_eq!(f.p11().get_slot_event().unwrap(), Some(f.slot));
+    assert_eq!(drain_events(f.p11()), vec![f.slot.id(), f.auth_slot.id()]);
 
     // A blocking wait wakes up when the card goes.
     let (tx, rx) = mpsc::channel();

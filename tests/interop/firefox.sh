@@ -84,8 +84,8 @@ gate "9E certificate written through the module" \
 # on a token that needs none; the main token does not show 9E, so NSS cannot pick it there
 expect_grep "pkcs11-tool -O without login lists the 9E private key (CKA_PRIVATE false)" \
   '^Private Key Object; EC' TA -O --type privkey --id 04
-run T -O --id 04
-if [ "$RC" -eq 0 ] && ! printf '%s\n' "$OUT" | grep -q 'Object;'; then ok "the main token '$TOKEN' shows no 9E object"
+run T -O
+if [ "$RC" -eq 0 ] && ! printf '%s\n' "$OUT" | p11_id_labels | grep -q '|04|'; then ok "the main token '$TOKEN' shows no 9E object"
 else notok "the main token '$TOKEN' shows no 9E object" "$OUT"; fi
 
 # ---- the profile ---------------------------------------------------------------------------------
@@ -224,6 +224,8 @@ expect_grep "run 1: the handshake used TLS client authentication (CertificateVer
   'CertificateVerify' cat "$SRV_LOG"
 if page_shows run1 "$D/card1.pem"; then ok "run 1: the page Firefox loaded (no PIN asked) shows the card certificate as the client certificate"
 else notok "run 1: the page Firefox loaded shows the card certificate" "$(tr '\n' ' ' <"$D/marionette-run1.out")"; fi
+expect_grep "run 1: the CertificateVerify was signed through the module (C_SignInit with the 9E key)" \
+  'C_SignInit -> CKR_OK' cat "$D/module-run1.log"
 if nothing_logged_in run1; then ok "run 1: no login and no PIN reached the module or the card (module log)"
 else notok "run 1: no login and no PIN reached the module or the card" "$(grep -E 'C_Login|VERIFY' "$D/module-run1.log" | head -n 5)"; fi
 

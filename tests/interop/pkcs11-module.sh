@@ -248,13 +248,50 @@ openssl pkey -in "$D/peer256.key" -pubout -outform DER -out "$D/peer256_pub.der"
 expect_fail "--derive with key 01 (keyUsage digitalSignature only) is refused" \
   T --login --pin "$PIN" --derive -m ECDH1-DERIVE --id 01 --input-file "$D/peer256_pub.der" -o "$D/z.bad"
 
+# ---- card authentication (9E): a token of its own, no login required ----------------------------
+AUTH_TOKEN="Tessera PIV #$SERIAL Card Auth"
+TA() { T --token-label "$AUTH_TOKEN" "$@"; }
+run T -L
+# token_flags LABEL: the "token flags" line of the token labelled LABEL in $OUT
+token_flags() { printf '%s\n' "$OUT" | awk -v t="$1" '/token label/ { sub(/^[^:]*: /, ""); cur = $0 } /token flags/ && cur == t { print; exit }'; }
+main_flags=$(token_flags "Tessera PIV #$SERIAL")
+auth_flags=$(token_flags "$AUTH_TOKEN")
+if [ "$RC" -eq 0 ] && [[ "$main_flags" == *"login required"* ]] && [ -n "$auth_flags" ] &&
+  [[ "$auth_flags" != *"login required"* ]] && [[ "$auth_flags" == *"PIN initialized"* ]]; then
+  ok "-L: the card is two tokens, '$AUTH_TOKEN' without 'login required' ($auth_flags)"
+else notok "-L: the card is two tokens, '$AUTH_TOKEN' without 'login required'" "$OUT"; fi
+expect_fail "--keypairgen --id 04 on the main token is refused (9E is written through '$AUTH_TOKEN')" \
+  T --login --pin "$PIN" --keypairgen --key-type EC:prime256v1 --id 04
+run TA -O
+if [ "$RC" -eq 0 ] && ! printf '%s\n' "$OUT" | grep -q 'Object;'; then ok "the refused --keypairgen left 9E empty"
+else notok "the refused --keypairgen left 9E empty (exit $RC)" "$OUT"; fi
+gate "--keypairgen EC:prime256v1 --id 04 on '$AUTH_TOKEN' (with the card's PIN)" \
+  TA --login --pin "$PIN" --keypairgen --key-type EC:prime256v1 --id 04
+gate "9E public key read from '$AUTH_TOKEN'" p11_pubkey_pem 04 "$D/pub04.pem" "$AUTH_TOKEN"
+gate "test CA issues the 9E certificate" \
+  p11_issue "$D" "$D/pub04.pem" "/CN=Tessera pkcs11-module 04" digitalSignature "$D/cert04.der"
+gate "9E certificate written through '$AUTH_TOKEN'" \
+  TA --login --pin "$PIN" --write-object "$D/cert04.der" --type cert --id 04
+sign_auth() { rm -f "$D/sig04"; TA --sign --id 04 -m ECDSA-SHA256 --signature-format openssl -i "$D/data" -o "$D/sig04"; }
+run sign_auth
+if [ "$RC" -eq 0 ] && ! printf '%s\n' "$OUT" | grep -qi 'login'; then ok "ECDSA-SHA256 with 9E from '$AUTH_TOKEN' without --login"
+else notok "ECDSA-SHA256 with 9E from '$AUTH_TOKEN' without --login (exit $RC)" "$OUT"; fi
+verified "the 9E signature made without a PIN verifies (openssl dgst -sha256)" \
+  openssl dgst -sha256 -verify "$D/pub04.pem" -signature "$D/sig04" "$D/data"
+run T -O
+if [ "$RC" -eq 0 ] && ! printf '%s\n' "$OUT" | p11_id_labels | grep -q '|04|'; then ok "the main token shows no 9E object"
+else notok "the main token shows no 9E object" "$OUT"; fi
+run TA -O
+printf '%s\n' "$OUT" >>"$D/ours.txt"
+
 # ---- CKA_IDs and labels beside OpenSC's module -------------------------------------------------
+# (ours: the main token logged in plus the card-authentication token; OpenSC has one token)
 run pkcs11-tool --module "$OPENSC_MOD" -O --login --pin "$PIN"
 printf '%s\n' "$OUT" >"$D/opensc.txt"
 p11_id_labels <"$D/opensc.txt" >"$D/opensc.idl"
 p11_id_labels <"$D/ours.txt" >"$D/ours.idl"
-if [ "$RC" -eq 0 ] && [ "$(wc -l <"$D/ours.idl")" -eq 9 ] && diff -u "$D/opensc.idl" "$D/ours.idl" >"$D/idl.diff"; then
-  ok "CKA_IDs and labels of the 9 certificate/key objects equal opensc-pkcs11.so's"
+if [ "$RC" -eq 0 ] && [ "$(wc -l <"$D/ours.idl")" -eq 12 ] && diff -u "$D/opensc.idl" "$D/ours.idl" >"$D/idl.diff"; then
+  ok "CKA_IDs and labels of the 12 certificate/key objects (9A 9C 9D 9E) equal opensc-pkcs11.so's"
 else notok "CKA_IDs and labels of certificates and keys equal opensc-pkcs11.so's (exit $RC)" \
   "$(cat "$D/idl.diff" 2>/dev/null; echo '# ours:'; cat "$D/ours.idl")"; fi
 # key usage: reported, not required to match (OpenSC derives it differently per object)

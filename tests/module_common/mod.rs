@@ -127,8 +127,10 @@ impl Drop for Initialized {
 pub struct Fresh {
     /// The initialised module (drop order: sessions made from it, then this).
     pub init: Initialized,
-    /// The card's slot.
+    /// The card's slot (its main token).
     pub slot: Slot,
+    /// The slot of the card's card-authentication token (9E only, no login required).
+    pub auth_slot: Slot,
     /// The card file.
     pub card: PathBuf,
     /// The card's serial.
@@ -149,15 +151,16 @@ impl Fresh {
         let card = dir.path().join("card.json");
         CardFile::create(&card, &state).unwrap();
         let init = Initialized::new(&[&card]);
-        let slot = *init
-            .pkcs11
-            .get_all_slots()
-            .expect("C_GetSlotList")
-            .first()
-            .expect("the virtual card's slot");
+        let all = init.pkcs11.get_all_slots().expect("C_GetSlotList");
+        let slot = *all.first().expect("the virtual card's slot");
+        let auth_slot = *all
+            .iter()
+            .find(|s| s.id() == slot.id() + CARD_AUTH_SLOT_BASE)
+            .expect("the virtual card's card-authentication slot");
         Self {
             init,
             slot,
+            auth_slot,
             card,
             serial,
             _dir: dir,
@@ -191,10 +194,43 @@ impl Fresh {
         s
     }
 
+    /// A read-only session on the card-authentication token.
+    pub fn auth_ro(&self) -> Session {
+        self.p11()
+            .open_ro_session(self.auth_slot)
+            .expect("C_OpenSession RO (card authentication)")
+    }
+
+    /// A read/write session on the card-authentication token, logged in with the card's PIN
+    /// (what writing 9E needs).
+    pub fn auth_user(&self) -> Session {
+        let s = self
+            .p11()
+            .open_rw_session(self.auth_slot)
+            .expect("C_OpenSession RW (card authentication)");
+        s.login(cryptoki::session::UserType::User, Some(&pin(PIN)))
+            .expect("C_Login(CKU_USER) on the card-authentication token");
+        s
+    }
+
     /// Runs `f` on the card file through a transport of our own (like another process).
     pub fn on_card<R>(&self, f: impl FnOnce(&mut dyn Channel) -> Result<R, CardError>) -> R {
         on_card_file(&self.card, f)
     }
+}
+
+/// Slot IDs of card-authentication tokens: this plus the card's main slot ID.
+pub const CARD_AUTH_SLOT_BASE: u64 = 0x100;
+
+/// C_GetSlotEvent until there is none: the slots that had an event, sorted by ID.
+pub fn drain_events(p11: &Pkcs11) -> Vec<u64> {
+    let mut out = Vec::new();
+    while let Some(slot) = p11.get_slot_event().expect("C_WaitForSlotEvent(CKF_DONT_BLOCK)") {
+        out.push(slot.id());
+        assert!(out.len() < 64, "events never stop");
+    }
+    out.sort_unstable();
+    out
 }
 
 /// A PIN or PUK for cryptoki.

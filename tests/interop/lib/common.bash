@@ -165,7 +165,7 @@ finish() {
     echo "# work files and card server log kept in $WORK"
     exit 1
   fi
-  rm -rf "$WORK"
+  [ -n "${KEEP_WORK:-}" ] && echo "# work files kept in $WORK (KEEP_WORK)" || rm -rf "$WORK"
   [ "$rc" -eq 0 ] || exit "$rc"
   exit 0
 }
