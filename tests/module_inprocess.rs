@@ -1229,7 +1229,8 @@ fn objects_ids_labels_and_visibility() {
         ],
     );
     s.logout().unwrap();
-    assert_eq!(s.find_objects(&[]).unwrap().len(), 8);
+    assert_eq!(s.find_objects(&[]).unwrap().len(), 6);
+    assert_eq!(a.find_objects(&[]).unwrap().len(), 2);
 }
 
 #[test]

@@ -463,14 +463,23 @@ fn card_authentication_key_signs_after_a_reset_without_login() {
     let Some(port) = lab_port() else { return };
     let lab = Lab::up(&port, 5_200_004);
     let init = Initialized::new(&[]);
+    // 9E lives on the card's card-authentication token (no CKF_LOGIN_REQUIRED).
     let slot = lab.slot(&init);
+    let auth = init
+        .pkcs11
+        .get_all_slots()
+        .unwrap()
+        .into_iter()
+        .find(|s| s.id() == slot.id() + CARD_AUTH_SLOT_BASE)
+        .expect("the card-authentication slot of the lab's reader");
+    assert!(!init.pkcs11.get_token_info(auth).unwrap().login_required());
     let point = {
-        let s = init.pkcs11.open_rw_session(slot).unwrap();
+        let s = init.pkcs11.open_rw_session(auth).unwrap();
         s.login(UserType::User, Some(&pin(PIN))).unwrap();
         let (public, _) = generate_ec(&s, 0x04, Curve::P256);
         ec_point(&s, public)
     };
-    let s = init.pkcs11.open_ro_session(slot).unwrap();
+    let s = init.pkcs11.open_ro_session(auth).unwrap();
     let private = object(&s, ObjectClass::PRIVATE_KEY, 0x04);
     let hashed = sha2::Sha256::digest(MESSAGE).to_vec();
     let sig = s.sign(&Mechanism::Ecdsa, private, &hashed).unwrap();

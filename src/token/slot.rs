@@ -175,12 +175,16 @@ impl Part {
 /// The token label of a card's card-authentication token: the main label, shortened so that
 /// the suffix always fits in CK_TOKEN_INFO's 32 bytes (the two labels never collide).
 pub fn card_auth_label(main: &str) -> String {
-    const SUFFIX: &str = " Card Auth";
-    let mut base: String = main.to_owned();
-    while base.len() + SUFFIX.len() > 32 {
+    with_suffix(main, " Card Auth", 32)
+}
+
+/// `base` + `suffix` in at most `max` bytes, `base` shortened (at a character boundary).
+fn with_suffix(base: &str, suffix: &str, max: usize) -> String {
+    let mut base = base.to_owned();
+    while base.len() + suffix.len() > max {
         base.pop();
     }
-    format!("{}{SUFFIX}", base.trim_end())
+    format!("{}{suffix}", base.trim_end())
 }
 
 /// A slot: its source, the part of the card its token shows and, behind a lock shared by every
@@ -238,7 +242,7 @@ impl Slot {
             Source::Virtual(path) => format!("Tessera Virtual PIV {}", path.display()),
         };
         match self.part {
-            Part::CardAuth => format!("{base} (card authentication)"),
+            Part::CardAuth => with_suffix(&base, " (card authentication)", 64),
             Part::Whole | Part::Main => base,
         }
     }

@@ -208,8 +208,11 @@ impl Fresh {
             .p11()
             .open_rw_session(self.auth_slot)
             .expect("C_OpenSession RW (card authentication)");
-        s.login(cryptoki::session::UserType::User, Some(&pin(PIN)))
-            .expect("C_Login(CKU_USER) on the card-authentication token");
+        // One card, one login: fine when the main token is logged in already.
+        match s.login(cryptoki::session::UserType::User, Some(&pin(PIN))) {
+            Ok(()) | Err(Error::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => {}
+            Err(e) => panic!("C_Login(CKU_USER) on the card-authentication token: {e}"),
+        }
         s
     }
 
