@@ -89,7 +89,11 @@ fn removed_card_leaves_an_empty_slot() {
     let away = f.card.with_extension("away");
     std::fs::rename(&f.card, &away).unwrap();
 
-    assert_eq!(drain_events(f.p11()), both, "both tokens report the removal");
+    assert_eq!(
+        drain_events(f.p11()),
+        both,
+        "both tokens report the removal"
+    );
     assert_eq!(
         f.p11().get_all_slots().unwrap().len(),
         count,
@@ -113,12 +117,20 @@ fn removed_card_leaves_an_empty_slot() {
     );
 
     std::fs::rename(&away, &f.card).unwrap();
-    assert_eq!(drain_events(f.p11()), both, "both tokens report the insertion");
+    assert_eq!(
+        drain_events(f.p11()),
+        both,
+        "both tokens report the insertion"
+    );
     assert!(f.p11().get_slot_info(f.slot).unwrap().token_present());
     let token = f.p11().get_token_info(f.slot).unwrap();
     assert_eq!(token.serial_number(), f.serial.to_string());
     let auth = f.p11().get_token_info(f.auth_slot).unwrap();
-    assert_eq!(auth.serial_number(), f.serial.to_string(), "same card, same serial");
+    assert_eq!(
+        auth.serial_number(),
+        f.serial.to_string(),
+        "same card, same serial"
+    );
     drop(s);
 }
 
@@ -701,12 +713,17 @@ fn card_authentication_key_signs_without_login() {
     let auth = f.p11().get_token_info(f.auth_slot).unwrap();
     assert!(main.login_required());
     assert!(!auth.login_required(), "no CKF_LOGIN_REQUIRED");
-    assert!(auth.user_pin_initialized(), "the card's PIN still writes 9E");
+    assert!(
+        auth.user_pin_initialized(),
+        "the card's PIN still writes 9E"
+    );
     assert!(!auth.write_protected());
     assert_eq!(auth.label(), format!("{} Card Auth", main.label()));
     assert_eq!(auth.serial_number(), main.serial_number());
     let described = f.p11().get_slot_info(f.auth_slot).unwrap();
-    assert!(described.slot_description().ends_with("(card authentication)"));
+    assert!(described
+        .slot_description()
+        .ends_with("(card authentication)"));
 
     // The main token does not take 9E keys, and the card is left as it was.
     {
@@ -755,7 +772,10 @@ fn card_authentication_key_signs_without_login() {
         .unwrap()
         .is_empty());
     // A handle of the card-authentication token is not one of the main token.
-    assert_rv(m.sign(&Mechanism::Ecdsa, private, &hashed), RvError::KeyHandleInvalid);
+    assert_rv(
+        m.sign(&Mechanism::Ecdsa, private, &hashed),
+        RvError::KeyHandleInvalid,
+    );
 
     // One card, one PIN: a login on the main token is the card's, and closing the other
     // token's sessions does not end it.
@@ -779,7 +799,11 @@ fn card_authentication_key_signs_without_login() {
     // Still no PIN needed for 9E.
     let sig = s.sign(&Mechanism::Ecdsa, private, &hashed).unwrap();
     verify_ecdsa(Curve::P256, &point, &hashed, &sig);
-    assert_eq!(f.on_card(pin_status), PinStatus::TriesLeft(3), "no try spent");
+    assert_eq!(
+        f.on_card(pin_status),
+        PinStatus::TriesLeft(3),
+        "no try spent"
+    );
 }
 
 // ---- writes: certificates, imported keys, replacement, deletion --------------------------------

@@ -5,8 +5,8 @@
 
 use super::attr;
 use super::mechanism::PublicKey;
-use super::AttrAnswer;
 use super::slot::Part;
+use super::AttrAnswer;
 use crate::applet::piv::{KeyAlgorithm, KeySlot, PinPolicy, SlotRole};
 use cryptoki_sys::*;
 use der::{Decode, Encode};

@@ -228,7 +228,10 @@ pub const CARD_AUTH_SLOT_BASE: u64 = 0x100;
 /// C_GetSlotEvent until there is none: the slots that had an event, sorted by ID.
 pub fn drain_events(p11: &Pkcs11) -> Vec<u64> {
     let mut out = Vec::new();
-    while let Some(slot) = p11.get_slot_event().expect("C_WaitForSlotEvent(CKF_DONT_BLOCK)") {
+    while let Some(slot) = p11
+        .get_slot_event()
+        .expect("C_WaitForSlotEvent(CKF_DONT_BLOCK)")
+    {
         out.push(slot.id());
         assert!(out.len() < 64, "events never stop");
     }
