@@ -434,6 +434,26 @@ fn constants(root: &Path) -> Res<String> {
     for (file, name, c_name, doc) in CONSTANT_SOURCES {
         define(&mut s, c_name, &c_str(&str_const(root, file, name)?)?, doc)?;
     }
+    define(
+        &mut s,
+        "TESSERA_PKCS11_CARD_AUTH_SLOT_BASE",
+        "0x100",
+        "Each card is two tokens. Its main token (slot ID n: 0, 1, ... in the order readers \
+         and virtual cards appear) holds everything but card authentication and needs a login \
+         (CKF_LOGIN_REQUIRED). Card authentication (PIV key slot 9E, CKA_ID 0x04) is on a \
+         second token in slot ID TESSERA_PKCS11_CARD_AUTH_SLOT_BASE + n, labelled like the main \
+         token plus TESSERA_PKCS11_CARD_AUTH_LABEL_SUFFIX, without CKF_LOGIN_REQUIRED: NSS \
+         (Firefox, Thunderbird) finishes a TLS handshake from a logged-out token only when it \
+         needs no login. Both tokens share the card's PIN and its login state; writing 9E \
+         (C_GenerateKeyPair, C_CreateObject) goes through the second token after C_Login.",
+    )?;
+    define(
+        &mut s,
+        "TESSERA_PKCS11_CARD_AUTH_LABEL_SUFFIX",
+        &c_str(" Card Auth")?,
+        "Appended to the main token's label (shortened to fit 32 bytes) to name the card's \
+         card-authentication token, e.g. \"Tessera PIV #1000006 Card Auth\".",
+    )?;
     for (name, value, what) in [
         (
             "TESSERA_PKCS11_CKA_ID_PIV_AUTHENTICATION",

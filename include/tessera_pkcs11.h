@@ -98,6 +98,24 @@ typedef CK_INTERFACE **CK_INTERFACE_PTR_PTR;
 #define TESSERA_PKCS11_ENV_VCARD "TESSERA_VCARD"
 
 /**
+ * Each card is two tokens. Its main token (slot ID n: 0, 1, ... in the order readers and
+ * virtual cards appear) holds everything but card authentication and needs a login
+ * (CKF_LOGIN_REQUIRED). Card authentication (PIV key slot 9E, CKA_ID 0x04) is on a second
+ * token in slot ID TESSERA_PKCS11_CARD_AUTH_SLOT_BASE + n, labelled like the main token
+ * plus TESSERA_PKCS11_CARD_AUTH_LABEL_SUFFIX, without CKF_LOGIN_REQUIRED: NSS (Firefox,
+ * Thunderbird) finishes a TLS handshake from a logged-out token only when it needs no
+ * login. Both tokens share the card's PIN and its login state; writing 9E
+ * (C_GenerateKeyPair, C_CreateObject) goes through the second token after C_Login.
+ */
+#define TESSERA_PKCS11_CARD_AUTH_SLOT_BASE 0x100
+
+/**
+ * Appended to the main token's label (shortened to fit 32 bytes) to name the card's
+ * card-authentication token, e.g. "Tessera PIV #1000006 Card Auth".
+ */
+#define TESSERA_PKCS11_CARD_AUTH_LABEL_SUFFIX " Card Auth"
+
+/**
  * CKA_ID (one byte) of the certificate, public key and private key objects of PIV key slot
  * 9A (PIV Authentication). Tessera numbers key slots as OpenSC does, and keeps the numbers
  * stable: pkcs11: URIs name keys by them (id=%01). Retired key slots 82..95 get 0x05..0x24

@@ -87,6 +87,14 @@ fn constants_match_the_code() {
         define_str("TESSERA_PKCS11_ENV_VCARD"),
         tessera_pkcs11::vcard::ENV_VCARD
     );
+    assert_eq!(
+        define("TESSERA_PKCS11_CARD_AUTH_SLOT_BASE"),
+        format!("{:#x}", tessera_pkcs11::token::library::CARD_AUTH_SLOT_BASE)
+    );
+    assert_eq!(
+        define_str("TESSERA_PKCS11_CARD_AUTH_LABEL_SUFFIX"),
+        tessera_pkcs11::token::slot::CARD_AUTH_LABEL_SUFFIX
+    );
     for (name, slot) in [
         (
             "TESSERA_PKCS11_CKA_ID_PIV_AUTHENTICATION",

@@ -175,8 +175,11 @@ impl Part {
 /// The token label of a card's card-authentication token: the main label, shortened so that
 /// the suffix always fits in CK_TOKEN_INFO's 32 bytes (the two labels never collide).
 pub fn card_auth_label(main: &str) -> String {
-    with_suffix(main, " Card Auth", 32)
+    with_suffix(main, CARD_AUTH_LABEL_SUFFIX, 32)
 }
+
+/// What a card-authentication token's label adds to its card's main label.
+pub const CARD_AUTH_LABEL_SUFFIX: &str = " Card Auth";
 
 /// `base` + `suffix` in at most `max` bytes, `base` shortened (at a character boundary).
 fn with_suffix(base: &str, suffix: &str, max: usize) -> String {
