@@ -314,7 +314,7 @@ checks = json.load(open(sys.argv[1]))
 m = [c for c in checks if c["name"] == "module"]
 assert m and m[0]["level"] == "ok", m
 assert m[0]["message"].startswith(sys.argv[2] + " loads"), m[0]["message"]
-assert re.search(r", [1-9][0-9]* with a card", m[0]["message"]), m[0]["message"]
+assert re.search(r", [1-9][0-9]* with a token", m[0]["message"]), m[0]["message"]
 ' "$WORK/doctor.json" "$MODULE"
 # shellcheck disable=SC2016
 check "tessera doctor: ~/.pki/nssdb has the module registered" \

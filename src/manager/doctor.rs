@@ -455,7 +455,7 @@ fn check_module(args: &DoctorArgs, out: &mut Vec<Check>) -> Option<PathBuf> {
             "module",
             Level::Ok,
             format!(
-                "{} loads and initialises: {}, {} slot(s), {} with a card",
+                "{} loads and initialises: {}, {} slot(s), {} with a token (each card is two tokens: main + card authentication)",
                 path.display(),
                 p.description,
                 p.slots.0,
