@@ -68,7 +68,6 @@ pub struct Library {
     presence: Mutex<HashMap<CK_SLOT_ID, bool>>,
     reader_cache: Mutex<Option<(std::time::Instant, Vec<pcsc::ReaderInfo>)>>,
     cancelled: AtomicBool,
-    so_puk: Mutex<HashMap<CK_SLOT_ID, Zeroizing<Vec<u8>>>>,
 }
 
 type Global = Option<(u32, Arc<Library>)>;
@@ -197,7 +196,6 @@ impl Library {
             presence: Mutex::new(HashMap::new()),
             reader_cache: Mutex::new(None),
             cancelled: AtomicBool::new(false),
-            so_puk: Mutex::new(HashMap::new()),
         };
         {
             let mut slots = lib.slots.write();
@@ -284,7 +282,6 @@ impl Library {
         let present = slot.card_present(readers);
         if !present && state.card.is_some() {
             state.card_gone();
-            self.so_puk.lock().remove(&slot.id);
         }
         present
     }
@@ -630,9 +627,8 @@ impl Library {
     }
 
     fn logout_slot(&self, slot: &Slot) {
-        self.so_puk.lock().remove(&slot.id);
-
         let mut state = slot.state.lock();
+        state.so_puk = None;
         if state.login != Login::Public {
             state.login = Login::Public;
             let ctx = self.pcsc.lock();
@@ -724,9 +720,7 @@ impl Library {
             })?;
             if status == PinStatus::Verified {
                 state.login = Login::So;
-                self.so_puk
-                    .lock()
-                    .insert(slot.id, Zeroizing::new(puk.to_vec()));
+                state.so_puk = Some(Zeroizing::new(puk.to_vec()));
                 Ok(())
             } else {
                 Err(pin_error(status))
@@ -789,11 +783,9 @@ impl Library {
             if state.login != Login::So {
                 return err(CKR_USER_NOT_LOGGED_IN);
             }
-            let puk = self
+            let puk = state
                 .so_puk
-                .lock()
-                .get(&slot.id)
-                .cloned()
+                .clone()
                 .ok_or(Error::new(CKR_USER_NOT_LOGGED_IN))?;
             let status = state.transact(&slot.source, ctx, true, |ch, card| {
                 let status = piv::admin::reset_retry_counter(ch, &puk, new_pin)?;
@@ -841,9 +833,7 @@ impl Library {
                 return Err(pin_error(status));
             }
             if so {
-                self.so_puk
-                    .lock()
-                    .insert(slot.id, Zeroizing::new(new.to_vec()));
+                state.so_puk = Some(Zeroizing::new(new.to_vec()));
             }
             Ok(())
         })

@@ -14,6 +14,7 @@ use parking_lot::Mutex;
 use std::ffi::CString;
 use std::path::PathBuf;
 use std::sync::Arc;
+use zeroize::Zeroizing;
 
 /// Where a slot's card lives.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -211,6 +212,8 @@ pub struct SlotState {
     pub login: Login,
     /// Bumped whenever the card goes away; sessions of an older generation are dead.
     pub generation: u64,
+    /// The PUK the security officer logged in with (C_InitPIN needs it again).
+    pub so_puk: Option<Zeroizing<Vec<u8>>>,
 }
 
 impl Slot {
@@ -224,6 +227,7 @@ impl Slot {
                 card: None,
                 login: Login::Public,
                 generation: 1,
+                so_puk: None,
             })),
         }
     }
@@ -268,6 +272,7 @@ impl SlotState {
             self.generation += 1;
         }
         self.login = Login::Public;
+        self.so_puk = None;
     }
 
     /// The connected card, connecting and reading it first if needed.
@@ -335,6 +340,7 @@ impl SlotState {
                 Err(CardError::Reset) => {
                     log::debug!("card reset by someone else: logged out");
                     self.login = Login::Public;
+                    self.so_puk = None;
                     if needs_login || attempt == 1 {
                         return Err(Error::new(CKR_USER_NOT_LOGGED_IN));
                     }

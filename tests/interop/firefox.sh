@@ -210,37 +210,43 @@ nothing_logged_in() {
   [ -s "$D/module-$1.log" ] && ! grep -Eq 'C_Login|verify_pin|VERIFY' "$D/module-$1.log"
 }
 
+# saw_client_cert LABEL TITLE CERT.pem WHAT: after `browse LABEL`, the server's log names CERT
+# (subject and serial), the client sent a CertificateVerify, and the page Firefox loaded shows
+# CERT as the client certificate
+saw_client_cert() {
+  local label=$1 title=$2 cert=$3 what=$4
+  run server_saw_cert "$SRV_LOG" "$cert"
+  if [ "$RC" -eq 0 ]; then
+    ok "$title: s_server log shows $what: 'depth=0 $(cert_subject "$cert")', serial $(cert_serial_hex "$cert")"
+  else notok "$title: s_server log shows $what" "$OUT$(printf '\n'; explain "$label")"; fi
+  expect_grep "$title: the handshake used TLS client authentication (CertificateVerify from the client)" \
+    'CertificateVerify' cat "$SRV_LOG"
+  if page_shows "$label" "$cert"; then ok "$title: the page Firefox loaded shows $what as the client certificate"
+  else notok "$title: the page Firefox loaded shows $what" "$(tr '\n' ' ' <"$D/marionette-$label.out")"; fi
+}
+
+# no_pin_used LABEL TITLE: the run signed through the module, and nothing logged in
+no_pin_used() {
+  expect_grep "$2: the CertificateVerify was signed through the module (C_SignInit with the 9E key)" \
+    'C_SignInit -> CKR_OK' cat "$D/module-$1.log"
+  if nothing_logged_in "$1"; then ok "$2: no login and no PIN reached the module or the card (module log)"
+  else notok "$2: no login and no PIN reached the module or the card" "$(grep -E 'C_Login|VERIFY' "$D/module-$1.log" | head -n 5)"; fi
+}
+
 # ---- run 1: no PIN ----------------------------------------------------------------------------------
 # NSS's TLS client refuses to send records while the token that signed the client
 # CertificateVerify "needs login" and is not logged in (ssl3_ClientAuthTokenPresent:
 # PK11_NeedLogin && !PK11_IsLoggedIn -> SSL_ERROR_TOKEN_INSERTION_REMOVAL), whatever
 # CKA_PRIVATE the key has. 9E is on a token without CKF_LOGIN_REQUIRED, so it goes through.
 browse run1
-run server_saw_cert "$SRV_LOG" "$D/card1.pem"
-if [ "$RC" -eq 0 ]; then
-  ok "run 1 (no PIN): s_server log shows the card's 9E certificate: 'depth=0 $(cert_subject "$D/card1.pem")', serial $(cert_serial_hex "$D/card1.pem")"
-else notok "run 1 (no PIN): s_server log shows the card's 9E certificate" "$OUT$(printf '\n'; explain run1)"; fi
-expect_grep "run 1: the handshake used TLS client authentication (CertificateVerify from the client)" \
-  'CertificateVerify' cat "$SRV_LOG"
-if page_shows run1 "$D/card1.pem"; then ok "run 1: the page Firefox loaded (no PIN asked) shows the card certificate as the client certificate"
-else notok "run 1: the page Firefox loaded shows the card certificate" "$(tr '\n' ' ' <"$D/marionette-run1.out")"; fi
-expect_grep "run 1: the CertificateVerify was signed through the module (C_SignInit with the 9E key)" \
-  'C_SignInit -> CKR_OK' cat "$D/module-run1.log"
-if nothing_logged_in run1; then ok "run 1: no login and no PIN reached the module or the card (module log)"
-else notok "run 1: no login and no PIN reached the module or the card" "$(grep -E 'C_Login|VERIFY' "$D/module-run1.log" | head -n 5)"; fi
+saw_client_cert run1 "run 1 (no PIN)" "$D/card1.pem" "the card's 9E certificate"
+no_pin_used run1 "run 1 (no PIN)"
 
 # ---- run 2: the token logged in first (what the user does when Firefox asks for the PIN) -----------
 browse run2 login
 expect_grep "run 2: Firefox logs in to '$TOKEN' with the PIN (token login, PIN prompt answered)" \
   '"login": \{"found": true.*"ok": true, "loggedIn": true' cat "$D/marionette-run2.out"
-run server_saw_cert "$SRV_LOG" "$D/card1.pem"
-if [ "$RC" -eq 0 ]; then
-  ok "run 2: s_server log shows the card's 9E certificate: 'depth=0 $(cert_subject "$D/card1.pem")', serial $(cert_serial_hex "$D/card1.pem")"
-else notok "run 2: s_server log shows the card's 9E certificate" "$OUT$(printf '\n'; explain run2)"; fi
-expect_grep "run 2: the handshake used TLS client authentication (CertificateVerify from the client)" \
-  'CertificateVerify' cat "$SRV_LOG"
-if page_shows run2 "$D/card1.pem"; then ok "run 2: the page Firefox loaded shows the card certificate as the client certificate"
-else notok "run 2: the page Firefox loaded shows the card certificate" "$(tr '\n' ' ' <"$D/marionette-run2.out")"; fi
+saw_client_cert run2 "run 2 (logged in)" "$D/card1.pem" "the card's 9E certificate"
 
 # ---- renewal: tessera import of a new key + certificate into 9E ---------------------------------
 openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$D/renew.key" 2>/dev/null
@@ -261,18 +267,12 @@ check "the card's 9E certificate (read through the module) is now the renewed on
 
 # ---- run 3: same profile, the renewed certificate, no PIN ---------------------------------------
 browse run3
-run server_saw_cert "$SRV_LOG" "$D/card2.pem"
-if [ "$RC" -eq 0 ]; then
-  ok "run 3: s_server log shows the renewed certificate: 'depth=0 $(cert_subject "$D/card2.pem")', serial $(cert_serial_hex "$D/card2.pem")"
-else notok "run 3: s_server log shows the renewed certificate (Firefox uses the replaced one)" "$OUT$(printf '\n'; explain run3)"; fi
+saw_client_cert run3 "run 3 (renewed, no PIN)" "$D/card2.pem" "the renewed certificate"
 if [ -s "$SRV_LOG" ] && ! grep -Fq "$(cert_serial_hex "$D/card1.pem")" "$SRV_LOG" &&
   ! grep -Fq "Card One" "$SRV_LOG"; then
   ok "run 3: the old certificate no longer appears in the server's log"
 else notok "run 3: the old certificate no longer appears in the server's log" "$(grep -E '^depth=0' "$SRV_LOG")"; fi
-if page_shows run3 "$D/card2.pem"; then ok "run 3: the page Firefox loaded shows the renewed certificate"
-else notok "run 3: the page Firefox loaded shows the renewed certificate" "$(tr '\n' ' ' <"$D/marionette-run3.out")"; fi
-if nothing_logged_in run3; then ok "run 3: no login and no PIN reached the module or the card (module log)"
-else notok "run 3: no login and no PIN reached the module or the card" "$(grep -E 'C_Login|VERIFY' "$D/module-run3.log" | head -n 5)"; fi
+no_pin_used run3 "run 3 (renewed, no PIN)"
 
 apps_cleanup
 stop_card
