@@ -174,6 +174,11 @@ fn check_pin_format(pin: &[u8]) -> Result<()> {
 /// unless turned off, its card-authentication slot ([`CARD_AUTH_SLOT_BASE`] + the same number).
 fn add_card_slots(slots: &mut Vec<Arc<Slot>>, source: Source) {
     let index = slots.iter().filter(|s| s.part != Part::CardAuth).count() as CK_SLOT_ID;
+    if index >= CARD_AUTH_SLOT_BASE {
+        // Main slot IDs stay below the card-authentication range.
+        log::warn!("more than {CARD_AUTH_SLOT_BASE} readers and virtual cards: {source:?} ignored");
+        return;
+    }
     if CARD_AUTH_TOKENS.load(Ordering::SeqCst) {
         let main = Slot::new(index, source, Part::Main);
         let card_auth = main.sibling(CARD_AUTH_SLOT_BASE + index, Part::CardAuth);

@@ -547,3 +547,45 @@ pub fn algorithm_of(pk: &PublicKey) -> Option<KeyAlgorithm> {
         KeyInfo::Ec { curve: Curve::P384 } => Some(KeyAlgorithm::EccP384),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn card_auth_label_fits_and_never_equals_the_main_label() {
+        assert_eq!(
+            card_auth_label("Tessera PIV #1000006"),
+            "Tessera PIV #1000006 Card Auth"
+        );
+        // A CHUID GUID serial makes the main label longer than CK_TOKEN_INFO holds (it is cut
+        // at 32 bytes there); the card-authentication label still ends in its suffix.
+        let main = "PIV Card #0123456789abcdef0123456789abcdef";
+        let auth = card_auth_label(main);
+        assert_eq!(auth, "PIV Card #0123456789ab Card Auth");
+        assert_eq!(auth.len(), 32);
+        assert_ne!(auth.as_bytes(), &main.as_bytes()[..32]);
+        // Multi-byte characters are cut at a character boundary.
+        assert!(card_auth_label(&"é".repeat(20)).ends_with(CARD_AUTH_LABEL_SUFFIX));
+    }
+
+    #[test]
+    fn parts_split_the_card_between_two_tokens() {
+        for slot in KeySlot::all() {
+            let nine_e = slot == KeySlot::CARD_AUTHENTICATION;
+            assert!(Part::Whole.shows(Some(slot)));
+            assert_eq!(Part::Main.shows(Some(slot)), !nine_e, "{slot}");
+            assert_eq!(Part::CardAuth.shows(Some(slot)), nine_e, "{slot}");
+        }
+        assert!(Part::Main.shows(None) && !Part::CardAuth.shows(None));
+        assert!(Part::Main.login_required() && !Part::CardAuth.login_required());
+        assert_eq!(
+            Part::CardAuth.default_key_slot(KeySlot::AUTHENTICATION),
+            KeySlot::CARD_AUTHENTICATION
+        );
+        assert_eq!(
+            Part::Main.default_key_slot(KeySlot::KEY_MANAGEMENT),
+            KeySlot::KEY_MANAGEMENT
+        );
+    }
+}
