@@ -8,8 +8,9 @@
 #     shows "Tessera PIV #N" with its URL.
 #  3. `p11tool --list-all-certs` lists both certificates (the one read equals the one written);
 #     `p11tool --list-privkeys --login` lists the keys.
-#  4. `p11tool --test-sign --login --set-pin=PIN URL` passes for both keys, and a signature
-#     made by certtool with the card key verifies with the certificate.
+#  4. `p11tool --test-sign --login --set-pin=PIN URL` passes for both keys, and for 9E on the
+#     card's card-authentication token without --login; a signature made by certtool with the
+#     card key verifies with the certificate.
 # Run by pkg/scripts/test-all.sh; by hand:
 #   bash pkg/scripts/pcsc-lab.sh up /tmp/lab && . /tmp/lab/env
 #   TESSERA_BIN=$PWD/target/release/tessera LAB=/tmp/lab bash tests/interop/gnutls.sh
@@ -71,6 +72,11 @@ for id in 01 03; do
     T --login --pin "$PIN" --write-object "$D/cert$id.der" --type cert --id "$id"
   openssl x509 -inform DER -in "$D/cert$id.der" -out "$D/cert$id.pem"
 done
+# card authentication (9E) lives on the card's second token, which needs no login
+AUTH_TOKEN="$TOKEN Card Auth"
+URI_AUTH="pkcs11:token=Tessera%20PIV%20%23$SERIAL%20Card%20Auth"
+gate "pkcs11-tool --keypairgen EC:prime256v1 --id 04 on '$AUTH_TOKEN'" \
+  T --token-label "$AUTH_TOKEN" --login --pin "$PIN" --keypairgen --key-type EC:prime256v1 --id 04
 
 # ---- p11-kit registration ------------------------------------------------------------------------
 # The unprivileged user must be able to load the module and run tessera, wherever the checkout
@@ -112,6 +118,8 @@ printf '%s\n' "$OUT" >"$D/tokens.txt"
 if [ "$RC" -eq 0 ] && grep -q "Label: $TOKEN\$" "$D/tokens.txt"; then
   ok "p11tool --list-tokens shows 'Label: $TOKEN'"
 else notok "p11tool --list-tokens shows '$TOKEN' (exit $RC)" "$OUT"; fi
+if grep -q "Label: $AUTH_TOKEN\$" "$D/tokens.txt"; then ok "p11tool --list-tokens shows the card's second token 'Label: $AUTH_TOKEN'"
+else notok "p11tool --list-tokens shows '$AUTH_TOKEN'" "$OUT"; fi
 # the token URL p11tool prints, for everything below
 URL=$(awk -v t="$TOKEN" '/^Token [0-9]+:/ { getline; u = $2 } /Label:/ { sub(/^[ \t]*Label: /, ""); if ($0 == t) { print u; exit } }' "$D/tokens.txt")
 if [ -n "$URL" ] && [[ "$URL" == "$URI_TOKEN"* ]] || [[ "$URL" == pkcs11:*token=Tessera%20PIV%20%23$SERIAL* ]]; then
@@ -148,6 +156,14 @@ for id in 01 03; do
     show_module_log "$TESSERA_LOG_FILE" 20
   fi
 done
+# 9E without any PIN, named by its token's URI
+run U timeout 60 p11tool --test-sign "$URI_AUTH;id=%04;type=private"
+if [ "$RC" -eq 0 ] && printf '%s\n' "$OUT" | grep -q 'Verifying against public key in the token... ok'; then
+  ok "p11tool --test-sign (no --login) '$URI_AUTH;id=%04;type=private': 9E signs without a PIN, verified against the token's public key"
+else
+  notok "p11tool --test-sign (no --login) '$URI_AUTH;id=%04;type=private' (exit $RC)" "$OUT"
+  show_module_log "$TESSERA_LOG_FILE" 20
+fi
 
 # a signature made through GnuTLS, checked by OpenSSL with the certificate (certtool signs a
 # CSR with the card key: the request's self-signature)
