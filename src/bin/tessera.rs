@@ -39,6 +39,10 @@ struct Cli {
     /// Read a .p12 password from FILE ('-' for standard input).
     #[arg(long, global = true, value_name = "FILE")]
     password_file: Option<PathBuf>,
+    /// When another program is changing the card, wait at most this long before giving up
+    /// (nothing is changed then).
+    #[arg(long, global = true, value_name = "SECONDS", default_value_t = 120)]
+    wait: u64,
     #[command(subcommand)]
     command: Command,
 }
@@ -67,6 +71,18 @@ enum Command {
     ///
     /// Secrets (file/stdin mode): current PIN, new PIN, current PUK, new PUK, one per line.
     Setup,
+    /// Finish or undo an interrupted change, and take off certificates whose key is not on
+    /// the card (a copy of each is saved first).
+    ///
+    /// Tessera records every change on the card before it makes it, so a change interrupted by
+    /// a crash, a pulled key or a closed lid is finished or undone by the next program that
+    /// opens the card; `repair` does it explicitly, with the PIN a PIN-protected management key
+    /// needs, and says what it did. Exits non-zero when something is still wrong.
+    Repair {
+        /// Where certificates taken off the card are saved first.
+        #[arg(long, value_name = "DIR")]
+        backup_dir: Option<PathBuf>,
+    },
     /// Load an e-Cert (key, certificate, chain) from a PKCS#12 file.
     ///
     /// Secrets (file/stdin mode): the .p12 password from --password-file, the PIN from --pin-file.
@@ -202,6 +218,7 @@ fn options(cli: &Cli) -> Options {
         pin_file: cli.pin_file.clone(),
         puk_file: cli.puk_file.clone(),
         password_file: cli.password_file.clone(),
+        wait: Some(std::time::Duration::from_secs(cli.wait)),
     }
 }
 
@@ -252,7 +269,7 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             print!("{}", status::render(&report));
         }
         Command::Pin(PinCommand::Change) => {
-            let card = manager::open(&opts)?;
+            let card = manager::open_for_change(&opts)?;
             let [old, new] = two(secret::read_many(
                 &["current PIN", "new PIN"],
                 opts.pin_file.as_deref(),
@@ -261,7 +278,7 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             println!("PIN changed");
         }
         Command::Pin(PinCommand::Unblock) => {
-            let card = manager::open(&opts)?;
+            let card = manager::open_for_change(&opts)?;
             let [puk, new] = two(secret::read_many(
                 &["PUK", "new PIN"],
                 opts.puk_file.as_deref(),
@@ -270,14 +287,14 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             println!("PIN unblocked and set");
         }
         Command::Pin(PinCommand::Retries { pin: p, puk: k }) => {
-            let card = manager::open(&opts)?;
+            let card = manager::open_for_change(&opts)?;
             let pin_value = secret::read("PIN", opts.pin_file.as_deref(), false)?;
             let puk_value = secret::read("PUK", opts.puk_file.as_deref(), false)?;
             pin::set_retries(&card, pin_value.as_bytes(), puk_value.as_bytes(), p, k)?;
             println!("PIN tries {p}, PUK tries {k}");
         }
         Command::Puk(PukCommand::Change) => {
-            let card = manager::open(&opts)?;
+            let card = manager::open_for_change(&opts)?;
             let [old, new] = two(secret::read_many(
                 &["current PUK", "new PUK"],
                 opts.puk_file.as_deref(),
@@ -286,7 +303,7 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             println!("PUK changed");
         }
         Command::Setup => {
-            let card = manager::open(&opts)?;
+            let card = manager::open_for_change(&opts)?;
             let secrets = secret::read_many(
                 &["current PIN", "new PIN", "current PUK", "new PUK"],
                 opts.pin_file.as_deref(),
@@ -311,7 +328,7 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             force,
             ref backup_dir,
         } => {
-            let card = manager::open(&opts)?;
+            let card = manager::open_for_change(&opts)?;
             let password = secret::read(
                 &format!("password for {}", file.display()),
                 opts.password_file.as_deref(),
@@ -364,7 +381,7 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
         }
         Command::Delete { ref slot } => {
             let slot = certs::parse_slot(slot)?;
-            let card = manager::open(&opts)?;
+            let card = manager::open_for_change(&opts)?;
             if !confirm(
                 &opts,
                 &format!(
@@ -377,6 +394,28 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             let pin_value = secret::read("PIN", opts.pin_file.as_deref(), false)?;
             certs::delete(&card, slot, pin_value.as_bytes())?;
             println!("slot {slot} is now empty");
+        }
+        Command::Repair { ref backup_dir } => {
+            let card = manager::open_for_change(&opts)?;
+            let pin_value = secret::read("PIN", opts.pin_file.as_deref(), false)?;
+            let backup_dir = backup_dir.clone().unwrap_or_else(default_backup_dir);
+            let report = manager::repair::repair(&card, pin_value.as_bytes(), &backup_dir)?;
+            if opts.json {
+                print_json(&report)?;
+            } else {
+                for d in &report.done {
+                    println!("{d}");
+                }
+                for s in &report.saved {
+                    println!("saved a copy: {s}");
+                }
+                for r in &report.remaining {
+                    println!("still wrong: {r}");
+                }
+            }
+            if !report.remaining.is_empty() {
+                return Err("the card still needs attention (see above)".into());
+            }
         }
         Command::Renew(ref cmd) => manager::renew::run(&opts, cmd)?,
         Command::Sign(ref args) => manager::cms::sign(&opts, args)?,

@@ -13,14 +13,6 @@ use rsa::traits::{PrivateKeyParts, PublicKeyParts};
 use std::path::{Path, PathBuf};
 use zeroize::Zeroizing;
 
-/// First tag of the per-slot chain objects Tessera keeps (index in [`KeySlot::all`] order).
-pub const CHAIN_TAG_BASE: u32 = 0x5FFF80;
-
-/// The data object holding the CA chain of `slot`.
-pub fn chain_tag(slot: KeySlot) -> u32 {
-    CHAIN_TAG_BASE + KeySlot::all().position(|s| s == slot).unwrap_or(0) as u32
-}
-
 /// A decrypted PKCS#12 file.
 pub struct P12 {
     /// The private key, PKCS#8 DER.
@@ -220,20 +212,9 @@ pub fn import(card: &CardSession, opts: &ImportOptions<'_>, pin: &[u8]) -> Resul
         )?),
         None => None,
     };
-    with(|lib| lib.create_object(card.handle, &template))?;
-    let cert_template = [
-        attr_ulong(CKA_CLASS, CKO_CERTIFICATE),
-        attr_ulong(CKA_CERTIFICATE_TYPE, CKC_X_509),
-        attr_bytes(CKA_ID, &[slot.cka_id()]),
-        attr_bytes(CKA_VALUE, &p12.certificate),
-    ];
-    with(|lib| lib.create_object(card.handle, &cert_template))?;
+    // Key, certificate and chain as one change: a crash leaves the old e-Cert or the new one.
     let chain: Vec<u8> = p12.chain.concat();
-    with(|lib| {
-        lib.administer(card.handle, true, true, |ch, _| {
-            piv::put_data(ch, chain_tag(slot), &chain)
-        })
-    })?;
+    with(|lib| lib.load_ecert(card.handle, slot, &template, &p12.certificate, &chain))?;
     let verified = prove_key(card, slot, &cert_public, pin)?;
     Ok(ImportReport {
         slot: slot.to_string(),
@@ -244,15 +225,37 @@ pub fn import(card: &CardSession, opts: &ImportOptions<'_>, pin: &[u8]) -> Resul
     })
 }
 
-fn save_backup(dir: &Path, serial: &str, slot: KeySlot, der_bytes: &[u8]) -> Result<PathBuf> {
+/// Saves a copy of a certificate taken off the card (PEM) in `dir`; returns its path.
+pub fn save_backup(dir: &Path, serial: &str, slot: KeySlot, der_bytes: &[u8]) -> Result<PathBuf> {
+    use std::io::Write as _;
     std::fs::create_dir_all(dir)?;
     let stamp = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0);
-    let path = dir.join(format!("tessera-{serial}-{slot}-{stamp}.pem"));
-    std::fs::write(&path, pem(der_bytes, "CERTIFICATE"))?;
-    Ok(path)
+    // Never overwrite an earlier copy (two replacements within one second get -2, -3, …).
+    for n in 1u32.. {
+        let suffix = if n == 1 {
+            String::new()
+        } else {
+            format!("-{n}")
+        };
+        let path = dir.join(format!("tessera-{serial}-{slot}-{stamp}{suffix}.pem"));
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)
+        {
+            Ok(mut f) => {
+                f.write_all(pem(der_bytes, "CERTIFICATE").as_bytes())?;
+                f.sync_all()?;
+                return Ok(path);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    fail("no free name for the certificate copy")
 }
 
 /// PEM text of DER bytes.
@@ -409,7 +412,7 @@ pub fn export(card: &CardSession, slot: KeySlot, format: Format, chain: bool) ->
     if chain {
         let stored = with(|lib| {
             lib.administer(card.handle, false, false, |ch, _| {
-                piv::get_data(ch, chain_tag(slot))
+                piv::get_data(ch, slot.chain_tag())
             })
         })?;
         let mut rest = stored.unwrap_or_default();
@@ -432,29 +435,14 @@ pub fn export(card: &CardSession, slot: KeySlot, format: Format, chain: bool) ->
     })
 }
 
-/// `tessera delete`: removes the e-Cert (key and certificate) from `slot`.
+/// `tessera delete`: removes the e-Cert (key, certificate and chain) from `slot`, as one
+/// change.
 pub fn delete(card: &CardSession, slot: KeySlot, pin: &[u8]) -> Result<()> {
     card.login_user(pin)?;
-    let key = card.find(&[
-        attr_ulong(CKA_CLASS, CKO_PRIVATE_KEY),
-        attr_bytes(CKA_ID, &[slot.cka_id()]),
-    ])?;
-    let cert = card.find(&[
-        attr_ulong(CKA_CLASS, CKO_CERTIFICATE),
-        attr_bytes(CKA_ID, &[slot.cka_id()]),
-    ])?;
-    if key.is_empty() && cert.is_empty() {
+    let (contents, _, _) = with(|lib| lib.card_snapshot(card.handle))?;
+    let hidden = contents.problems.iter().any(|p| p.slot() == Some(slot));
+    if contents.entry(slot).is_none() && !hidden {
         return fail(format!("slot {slot} is already empty"));
     }
-    if let Some(k) = key.first() {
-        match with(|lib| lib.destroy_object(card.handle, *k)) {
-            Ok(()) => return Ok(()),
-            Err(e) if cert.is_empty() => return Err(e),
-            Err(_) => {}
-        }
-    }
-    if let Some(c) = cert.first() {
-        with(|lib| lib.destroy_object(card.handle, *c))?;
-    }
-    Ok(())
+    with(|lib| lib.clear_slot(card.handle, slot))
 }

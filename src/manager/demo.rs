@@ -358,6 +358,7 @@ fn open_virtual(path: &Path) -> Result<CardSession> {
         handle,
         slot,
         label,
+        lock: None,
     })
 }
 

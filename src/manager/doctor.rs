@@ -202,6 +202,7 @@ fn check_cards(opts: &Options, out: &mut Vec<Check>) {
             handle,
             slot: c.slot,
             label: c.label.clone(),
+            lock: None,
         };
         match status::status(&session) {
             Ok(r) => card_checks(&c.serial, &r, out),
@@ -258,6 +259,26 @@ fn card_checks(serial: &str, r: &status::StatusReport, out: &mut Vec<Check>) {
                 "load a renewed e-Cert (`tessera import FILE.p12`); an expired one cannot be renewed online",
             ),
         });
+    }
+    if let Some(p) = &r.pending_change {
+        out.push(with_fix(
+            check(
+                format!("{name} change"),
+                Level::Fail,
+                format!("an interrupted change is not finished: {}", p.change),
+            ),
+            p.fix.clone(),
+        ));
+    }
+    for p in &r.problems {
+        out.push(with_fix(
+            check(
+                format!("{name} slot {}", p.slot),
+                Level::Fail,
+                p.problem.clone(),
+            ),
+            p.fix.clone(),
+        ));
     }
     match r.pin.tries_left {
         Some(0) => out.push(with_fix(

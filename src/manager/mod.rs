@@ -7,9 +7,11 @@ pub mod certs;
 pub mod cms;
 pub mod demo;
 pub mod doctor;
+pub mod lock;
 pub mod pin;
 pub mod register;
 pub mod renew;
+pub mod repair;
 pub mod secret;
 pub mod status;
 
@@ -90,7 +92,13 @@ pub struct Options {
     pub puk_file: Option<PathBuf>,
     /// Where to read a .p12 password.
     pub password_file: Option<PathBuf>,
+    /// How long a change waits for another program to finish with the card (`None`: the
+    /// default, [`DEFAULT_WAIT`]).
+    pub wait: Option<std::time::Duration>,
 }
+
+/// How long a change waits for the card by default.
+pub const DEFAULT_WAIT: std::time::Duration = std::time::Duration::from_secs(120);
 
 /// An open read/write session on the chosen card.
 pub struct CardSession {
@@ -100,6 +108,8 @@ pub struct CardSession {
     pub slot: CK_SLOT_ID,
     /// What the user sees as the card's name.
     pub label: String,
+    /// The card's change lock, held by commands that change the card.
+    lock: Option<lock::ChangeLock>,
 }
 
 /// Starts the core once for this process, with the virtual card the options name.
@@ -187,7 +197,26 @@ pub fn open(opts: &Options) -> Result<CardSession> {
         handle,
         slot: card.slot,
         label: card.label,
+        lock: None,
     })
+}
+
+/// Opens the card like [`open`] for a command that changes it: takes the card's change lock
+/// first (waiting as [`lock::acquire`] says), then proves the cached contents current.
+pub fn open_for_change(opts: &Options) -> Result<CardSession> {
+    let mut card = open(opts)?;
+    let source = with(|lib| lib.slot_source(card.slot))?;
+    let notice = |m: &str| {
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), "{m}");
+    };
+    card.lock = Some(lock::acquire(
+        &source,
+        opts.wait.unwrap_or(DEFAULT_WAIT),
+        &notice,
+    )?);
+    with(|lib| lib.check_card(card.handle))?;
+    Ok(card)
 }
 
 impl CardSession {
@@ -242,6 +271,8 @@ impl CardSession {
 impl Drop for CardSession {
     fn drop(&mut self) {
         let _ = library::with(|lib| lib.close_session(self.handle));
+        // The change lock goes last, after the session logged the card out.
+        self.lock.take();
     }
 }
 

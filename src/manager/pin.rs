@@ -2,7 +2,7 @@
 //! factory PIN and PUK, and a random management key stored PIN-protected the way ykman does).
 
 use super::{fail, with, CardSession, Result};
-use crate::applet::piv::{self, admin, ManagementAlgorithm};
+use crate::applet::piv::{self, ManagementAlgorithm};
 use cryptoki_sys::*;
 use zeroize::Zeroizing;
 
@@ -41,7 +41,7 @@ pub fn unblock(card: &CardSession, puk: &[u8], new_pin: &[u8]) -> Result<()> {
 
 /// `tessera pin retries`: sets how many tries the PIN and PUK get. The card resets both to
 /// their factory values when it does this (as YubiKeys do), so the holder's PIN and PUK are
-/// put back right after.
+/// both proved first and put back right after, in the same change.
 pub fn set_retries(
     card: &CardSession,
     pin: &[u8],
@@ -52,23 +52,11 @@ pub fn set_retries(
     if !(1..=15).contains(&pin_tries) || !(1..=15).contains(&puk_tries) {
         return fail("try counts must be between 1 and 15");
     }
+    check_format("PIN", pin)?;
     check_format("PUK", puk)?;
     card.login_user(pin)?;
-    let (pin, puk) = (Zeroizing::new(pin.to_vec()), Zeroizing::new(puk.to_vec()));
-    with(|lib| {
-        lib.administer(card.handle, true, true, |ch, _| {
-            let cmd = crate::card::Command::new(0xFA, pin_tries, puk_tries).with_le(None);
-            crate::card::exchange(ch, &cmd)?.success()?;
-            if &pin[..] != b"123456" {
-                piv::admin::change_reference(ch, piv::key_ref::PIN, b"123456", &pin)?;
-            }
-            if &puk[..] != b"12345678" {
-                piv::admin::change_reference(ch, piv::key_ref::PUK, b"12345678", &puk)?;
-            }
-            Ok(())
-        })
-    })?;
-    Ok(())
+    with(|lib| lib.set_retry_counts(card.handle, pin, puk, pin_tries, puk_tries))
+        .map_err(|e| card.explain(e, false))
 }
 
 /// What `tessera setup` did.
@@ -95,9 +83,8 @@ pub fn setup(
     if new_pin == b"123456" || new_puk == b"12345678" {
         return fail("choose a PIN and PUK other than the factory values");
     }
-    change_puk(card, puk, new_puk)?;
-    change_pin(card, pin, new_pin)?;
-    card.login_user(new_pin)?;
+    check_format("PIN", pin)?;
+    check_format("PUK", puk)?;
     let version = with(|lib| lib.card_snapshot(card.handle))?.0.version;
     // AES-192 where the card has it (YubiKey 5.4 and later, the virtual card), else 3DES.
     let algorithm = match version {
@@ -106,12 +93,19 @@ pub fn setup(
     };
     let mut key = Zeroizing::new(vec![0u8; algorithm.key_len()]);
     rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut key);
-    with(|lib| {
-        lib.administer(card.handle, true, true, |ch, _| {
-            admin::set_management_key(ch, algorithm, &key)?;
-            piv::authenticate_management(ch, algorithm, &key)?;
-            admin::store_management_key(ch, &key)
-        })
+    // The PIN is verified and the management key checked before anything changes; a wrong
+    // PUK then changes nothing either (the PUK goes first).
+    let credentials = crate::token::library::SetupCredentials {
+        pin,
+        new_pin,
+        puk,
+        new_puk,
+    };
+    with(|lib| lib.setup_card(card.handle, &credentials, algorithm, &key)).map_err(|e| {
+        let wrong_puk = e.message == "wrong PIN or PUK"
+            && with(|lib| lib.card_snapshot(card.handle))
+                .is_ok_and(|(_, p, _)| p.tries_left == p.total);
+        card.explain(e, !wrong_puk)
     })?;
     let _ = with(|lib| lib.logout(card.handle));
     Ok(SetupReport {

@@ -15,8 +15,7 @@ use super::cms::{
     self as card_cms, certificate_key, now_unix, pem_blocks, read_certificates, CardSigner,
 };
 use super::{certs, fail, status, with, CardSession, ManagerError, Options, Result};
-use crate::applet::piv::{admin, keys, KeySlot};
-use crate::card::{CardError, StatusWord};
+use crate::applet::piv::{admin, KeySlot};
 use crate::token::objects::KeyEntry;
 use const_oid::db::rfc5280;
 use der::{Decode, Encode};
@@ -482,26 +481,7 @@ pub fn request(card: &CardSession, opts: &RequestOptions<'_>, pin: &[u8]) -> Res
         });
         // --new-key overwrites a staged key that was never installed rather than use up
         // another retired slot.
-        let target = reuse;
-        let r = with(|lib| {
-            lib.administer(card.handle, true, true, |ch, _| {
-                let mut history = admin::key_history(ch)?.unwrap_or_default();
-                let (slot_to_use, count) = match target {
-                    Some(s) => (s, false),
-                    None => (
-                        next_free_retired(&history)
-                            .ok_or(CardError::Status(StatusWord::NoSpace))?,
-                        true,
-                    ),
-                };
-                keys::generate(ch, slot_to_use, algorithm, pin_policy)?;
-                if count {
-                    history.on_card_certs = history.on_card_certs.saturating_add(1);
-                    admin::write_key_history(ch, &history)?;
-                }
-                Ok(slot_to_use)
-            })
-        });
+        let r = with(|lib| lib.stage_renewal_key(card.handle, algorithm, pin_policy, reuse));
         if let Some(bar) = spinner {
             bar.finish_and_clear();
         }
@@ -674,22 +654,9 @@ pub fn install(
     }
 
     card.login_user(pin)?;
-    let old_der = old_facts.der.clone();
-    with(|lib| {
-        lib.administer(card.handle, true, true, |ch, _| {
-            let history = admin::key_history(ch)?.unwrap_or_default();
-            let temp = next_free_retired(&history).ok_or(CardError::Status(StatusWord::NoSpace))?;
-            // old key → spare slot; staged key → primary slot with its certificate;
-            // old key → the staged slot with its certificate. Key History is unchanged: the
-            // staged slot was already counted and the spare slot ends up empty.
-            keys::move_key(ch, slot, temp)?;
-            keys::move_key(ch, staged, slot)?;
-            admin::write_certificate(ch, slot, &new_der)?;
-            keys::move_key(ch, temp, staged)?;
-            admin::write_certificate(ch, staged, &old_der)?;
-            Ok(())
-        })
-    })?;
+    // One change: the staged key and the new certificate into the slot, the old key and
+    // certificate into the staged slot (a crash leaves the old e-Cert or the new one).
+    with(|lib| lib.install_renewal(card.handle, slot, staged, &new_der, None))?;
     let (after, _, _) = with(|lib| lib.card_snapshot(card.handle))?;
     let verified_new = confirm_key(card, &after, slot, &new_key, &new_der, pin)?;
     let verified_old = confirm_key(card, &after, staged, &old_key, &old_facts.der, pin)?;
@@ -736,7 +703,7 @@ pub fn run(opts: &Options, cmd: &RenewCommand) -> Result<()> {
             new_key,
         } => {
             let slot = certs::parse_slot(slot)?;
-            let card = super::open(opts)?;
+            let card = super::open_for_change(opts)?;
             let pin = super::secret::read("PIN", opts.pin_file.as_deref(), false)?;
             let progress = !opts.json && std::io::IsTerminal::is_terminal(&std::io::stderr());
             let out = request(
@@ -793,7 +760,7 @@ pub fn run(opts: &Options, cmd: &RenewCommand) -> Result<()> {
         RenewCommand::Install { cert, slot } => {
             let new_cert = read_one_certificate(cert)?;
             let slot = slot.as_deref().map(certs::parse_slot).transpose()?;
-            let card = super::open(opts)?;
+            let card = super::open_for_change(opts)?;
             let pin = super::secret::read("PIN", opts.pin_file.as_deref(), false)?;
             let report = install(&card, &new_cert, slot, pin.as_bytes())?;
             if opts.json {

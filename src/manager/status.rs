@@ -4,7 +4,7 @@
 use super::{with, CardSession, Result};
 use crate::applet::piv::KeySlot;
 use crate::token::objects::KeyEntry;
-use crate::token::slot::{Contents, Counter};
+use crate::token::slot::{Contents, Counter, Problem};
 use der::Decode;
 use serde::Serialize;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -80,6 +80,80 @@ pub struct StatusReport {
     pub key_history: u8,
     /// Things the holder should do.
     pub warnings: Vec<String>,
+    /// An interrupted change not finished yet (`null` when none).
+    pub pending_change: Option<PendingReport>,
+    /// What is wrong with the key/certificate pairs (empty when every pair belongs together).
+    pub problems: Vec<ProblemReport>,
+}
+
+/// An interrupted change, as status reports it.
+#[derive(Debug, Clone, Serialize)]
+pub struct PendingReport {
+    /// What it was doing.
+    pub change: String,
+    /// prepared (will be undone) or committed (will be finished).
+    pub phase: &'static str,
+    /// What to do.
+    pub fix: String,
+}
+
+/// A key/certificate problem, as status and doctor report it.
+#[derive(Debug, Clone, Serialize)]
+pub struct ProblemReport {
+    /// Key slot ("9a"), or "card" for the whole card.
+    pub slot: String,
+    /// What is wrong.
+    pub problem: String,
+    /// What to do.
+    pub fix: String,
+}
+
+/// The problems of what a card holds, in words with their fixes.
+pub fn problem_reports(contents: &Contents) -> Vec<ProblemReport> {
+    contents
+        .problems
+        .iter()
+        .filter_map(|p| {
+            let slot = p.slot().map_or_else(|| "card".to_owned(), |s| s.to_string());
+            let (problem, fix) = match p {
+                Problem::Mismatch(s) => (
+                    "the certificate does not belong to the key in the slot (it is not shown to applications)".to_owned(),
+                    format!("`tessera repair` takes it off the card (a copy is saved); then load the right e-Cert with `tessera import FILE.p12 --slot {s}`"),
+                ),
+                Problem::CertificateWithoutKey(s) => (
+                    "a certificate without a key (it is not shown to applications)".to_owned(),
+                    format!("`tessera repair` takes it off the card (a copy is saved); load the e-Cert again with `tessera import FILE.p12 --slot {s}`"),
+                ),
+                Problem::KeyWithoutCertificate(s) => (
+                    "a key without a certificate".to_owned(),
+                    format!("load its certificate (`tessera import` or `pkcs11-tool --write-object`), or remove the key with `tessera delete --slot {s}`"),
+                ),
+                Problem::DamagedRecord => (
+                    "Tessera's change record (data object 5FFF70) cannot be read".to_owned(),
+                    "`tessera repair` rewrites it".to_owned(),
+                ),
+                // Reported as the pending change.
+                Problem::Unfinished(_) => return None,
+            };
+            Some(ProblemReport { slot, problem, fix })
+        })
+        .collect()
+}
+
+fn pending_report(contents: &Contents) -> Option<PendingReport> {
+    let p = contents.pending.as_ref()?;
+    let change = crate::token::library::credential_steps(p.kind, p.steps)
+        .map_or_else(|| crate::token::library::describe_pending(p), str::to_owned);
+    let phase = match p.phase {
+        crate::applet::piv::change::Phase::Prepared => "prepared",
+        crate::applet::piv::change::Phase::Committed => "committed",
+    };
+    Some(PendingReport {
+        change,
+        phase,
+        fix: "run `tessera repair` (it asks for the PIN, which the card's management key needs)"
+            .into(),
+    })
 }
 
 fn now_unix() -> i64 {
@@ -212,6 +286,8 @@ pub fn status(card: &CardSession) -> Result<StatusReport> {
             .on_card_certs
             .saturating_add(contents.history.off_card_certs),
         warnings,
+        pending_change: pending_report(&contents),
+        problems: problem_reports(&contents),
     })
 }
 
@@ -272,6 +348,18 @@ pub fn render(r: &StatusReport) -> String {
         for w in &r.warnings {
             let _ = writeln!(out, "warning: {w}");
         }
+    }
+    if let Some(p) = &r.pending_change {
+        let _ = writeln!(
+            out,
+            "\nproblem: an interrupted change is not finished: {}",
+            p.change
+        );
+        let _ = writeln!(out, "  fix: {}", p.fix);
+    }
+    for p in &r.problems {
+        let _ = writeln!(out, "\nproblem: slot {}: {}", p.slot, p.problem);
+        let _ = writeln!(out, "  fix: {}", p.fix);
     }
     out
 }

@@ -21,8 +21,11 @@ use std::sync::Arc;
 use std::time::Duration;
 use zeroize::Zeroizing;
 
+mod changes;
 mod object_calls;
 mod operations;
+
+pub use changes::{credential_steps, describe_pending, Repair, SetupCredentials};
 
 /// Object handle table: a stable handle per object identity.
 #[derive(Default)]
@@ -297,12 +300,39 @@ impl Library {
         slot: &Slot,
         f: impl FnOnce(&mut SlotState, Option<&pcsc::Context>) -> Result<R>,
     ) -> Result<R> {
+        self.with_card_checked(slot, false, f)
+    }
+
+    /// [`Library::with_card`] after proving the cached contents current when they were not
+    /// read by this very call: one GET DATA of the card's change stamp, and the card read
+    /// again when another program changed it (see [`super::slot::Card::revalidate`]). Called
+    /// where a program looks at the card anew: C_OpenSession and C_FindObjectsInit.
+    fn with_current_card<R>(
+        &self,
+        slot: &Slot,
+        f: impl FnOnce(&mut SlotState, Option<&pcsc::Context>) -> Result<R>,
+    ) -> Result<R> {
+        self.with_card_checked(slot, true, f)
+    }
+
+    fn with_card_checked<R>(
+        &self,
+        slot: &Slot,
+        check: bool,
+        f: impl FnOnce(&mut SlotState, Option<&pcsc::Context>) -> Result<R>,
+    ) -> Result<R> {
         let mut state = slot.state.lock();
         if !self.present(slot, &mut state, None) {
             return err(CKR_TOKEN_NOT_PRESENT);
         }
         let ctx = self.pcsc.lock();
+        let cached = state.card.is_some();
         state.card(&slot.source, ctx.as_ref())?;
+        if check && cached {
+            state.transact(&slot.source, ctx.as_ref(), false, |ch, card| {
+                card.revalidate(ch)
+            })?;
+        }
         f(&mut state, ctx.as_ref())
     }
 
@@ -565,7 +595,7 @@ impl Library {
         }
         let slot = self.slot(slot_id)?;
         let rw = flags & CKF_RW_SESSION != 0;
-        let generation = self.with_card(&slot, |state, _| {
+        let generation = self.with_current_card(&slot, |state, _| {
             if state.login == Login::So && !rw {
                 return err(CKR_SESSION_READ_WRITE_SO_EXISTS);
             }
@@ -639,8 +669,7 @@ impl Library {
             let ctx = self.pcsc.lock();
             // VERIFY P1=FF drops the card's PIN verification (SP 800-73-4 part 2 §3.2.1).
             let _ = state.transact(&slot.source, ctx.as_ref(), false, |ch, _| {
-                let cmd = crate::card::Command::new(0x20, 0xFF, piv::key_ref::PIN).with_le(None);
-                crate::card::exchange(ch, &cmd).map(|_| ())
+                piv::unverify_pin(ch)
             });
         }
     }
@@ -697,6 +726,13 @@ impl Library {
             let status = state.transact(&slot.source, ctx, false, |ch, card| {
                 let status = piv::verify_pin(ch, Some(pin))?;
                 card.pin.record(status);
+                if status == PinStatus::Verified && card.contents.pending.is_some() {
+                    // An unfinished change that waited for the PIN-protected management
+                    // key is finished or undone now, before anything else.
+                    if let Err(e) = card.recover(ch) {
+                        log::warn!("unfinished change on the card not recovered: {e}");
+                    }
+                }
                 Ok(status)
             })?;
             if status == PinStatus::Verified {

@@ -6,7 +6,7 @@
 use super::mechanism::PublicKey;
 use super::objects::{CertFacts, KeyEntry};
 use super::{Error, Result};
-use crate::applet::piv::{self, admin, keys, KeyAlgorithm, KeySlot, PinPolicy, PinStatus};
+use crate::applet::piv::{self, admin, change, keys, KeyAlgorithm, KeySlot, PinPolicy, PinStatus};
 use crate::card::{self, pcsc, CardError, Channel, Transport};
 use crate::vcard::VirtualTransport;
 use cryptoki_sys::*;
@@ -105,6 +105,41 @@ pub struct Contents {
     pub history: admin::KeyHistory,
     /// The card answers Yubico's GET METADATA (and so reports keys without certificates).
     pub has_metadata: bool,
+    /// The change stamp of Tessera's change record (`None`: the card never had one).
+    pub stamp: Option<[u8; 8]>,
+    /// A change that could not be finished or undone yet (needs the PIN or the management
+    /// key); its slots show no certificate the card cannot vouch for meanwhile.
+    pub pending: Option<change::Pending>,
+    /// What is wrong with the key/certificate pairs (the objects affected are not shown).
+    pub problems: Vec<Problem>,
+}
+
+/// Something wrong with what a card holds, found when it was read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Problem {
+    /// The certificate's public key is not the key in the slot (the certificate is not shown).
+    Mismatch(KeySlot),
+    /// A certificate without a key (not shown).
+    CertificateWithoutKey(KeySlot),
+    /// A key without a certificate outside the staging slots (a staged renewal key is a
+    /// counted retired slot with a key and no certificate, and is no problem).
+    KeyWithoutCertificate(KeySlot),
+    /// An unfinished change that could not be finished or undone yet.
+    Unfinished(change::Kind),
+    /// Tessera's change record cannot be read.
+    DamagedRecord,
+}
+
+impl Problem {
+    /// The key slot concerned, if any.
+    pub fn slot(&self) -> Option<KeySlot> {
+        match self {
+            Self::Mismatch(s) | Self::CertificateWithoutKey(s) | Self::KeyWithoutCertificate(s) => {
+                Some(*s)
+            }
+            Self::Unfinished(_) | Self::DamagedRecord => None,
+        }
+    }
 }
 
 impl Contents {
@@ -128,6 +163,10 @@ pub struct Card {
     /// CKA_IDs applications gave keys they created (NSS uses a hash of the public key and
     /// then looks the key up by it); find matches them as well as the slot's own ID.
     pub id_aliases: std::collections::HashMap<KeySlot, Vec<u8>>,
+    /// When the contents were last read in full.
+    pub read_at: std::time::Instant,
+    /// The card's answer-to-reset (kept: the transport is lent out during transactions).
+    atr: Vec<u8>,
 }
 
 /// Which of a card's objects a slot's token shows.
@@ -396,21 +435,36 @@ impl Card {
             Some(Err(e)) => return Err(e.into()),
             None => return Err(Error::new(CKR_DEVICE_ERROR)),
         };
-        Ok(Self {
+        let mut card = Self {
             transport,
             contents,
             pin,
             puk,
             selected: true,
             id_aliases: std::collections::HashMap::new(),
-        })
+            read_at: std::time::Instant::now(),
+            atr,
+        };
+        if card.contents.pending.is_some() {
+            // Whatever opens the card first finishes or undoes an unfinished change.
+            let mut transport = std::mem::replace(&mut card.transport, Box::new(Detached));
+            let out = card::with_transaction(transport.as_mut(), |ch| {
+                piv::select(ch)?;
+                card.recover(ch).map(|_| ())
+            });
+            card.transport = transport;
+            if let Err(e) = out {
+                log::warn!("unfinished change on the card not recovered: {e}");
+            }
+        }
+        Ok(card)
     }
 
     /// Re-reads the contents after a write (same transaction as the caller's).
     pub fn reread(&mut self, ch: &mut dyn Channel) -> std::result::Result<(), CardError> {
-        let atr = self.transport.atr().to_vec();
-        let (contents, pin, puk) = read_contents(ch, &atr)?;
+        let (contents, pin, puk) = read_contents(ch, &self.atr)?;
         self.contents = contents;
+        self.read_at = std::time::Instant::now();
         // Keep the counters the caller just learned if the card reports none.
         if pin.tries_left.is_some() {
             self.pin = pin;
@@ -420,13 +474,93 @@ impl Card {
         }
         Ok(())
     }
+
+    /// Finishes or undoes the unfinished change the contents show, when the management key
+    /// can be used now (the factory key, or the PIN-protected one once the PIN is verified);
+    /// re-reads the card afterwards. `Ok(None)`: nothing pending, or not possible yet.
+    pub fn recover(
+        &mut self,
+        ch: &mut dyn Channel,
+    ) -> std::result::Result<Option<change::Recovered>, CardError> {
+        let Some(pending) = self.contents.pending.clone() else {
+            return Ok(None);
+        };
+        if !change::authenticates_itself(&pending) {
+            match super::write::authenticate(ch)? {
+                Ok(()) => {}
+                Err(e) => {
+                    log::info!(
+                        "unfinished change ({}) waits for the management key: {:#x}",
+                        pending.kind.describe(),
+                        e.rv()
+                    );
+                    return Ok(None);
+                }
+            }
+        }
+        let done = match change::recover(ch, &pending) {
+            Ok(done) => done,
+            Err(CardError::Status(crate::card::StatusWord::SecurityStatus)) => {
+                log::info!("unfinished change waits for the PIN");
+                return Ok(None);
+            }
+            Err(e) => return Err(e),
+        };
+        log::info!("unfinished change recovered: {done:?}");
+        self.reread(ch)?;
+        Ok(Some(done))
+    }
+
+    /// Proves the cached contents current: one GET DATA of the change record, compared with
+    /// the stamp read with the contents; a different stamp, an unfinished change or contents
+    /// older than [`MAX_CONTENTS_AGE`] (changes by other tools do not touch the stamp) read
+    /// the card again. Returns whether it was read again.
+    pub fn revalidate(&mut self, ch: &mut dyn Channel) -> std::result::Result<bool, CardError> {
+        let record = match change::read_record(ch) {
+            Ok(r) => Some(r),
+            Err(CardError::Malformed(_) | CardError::Tlv(_)) => None,
+            Err(e) => return Err(e),
+        };
+        let same = record.as_ref().is_some_and(|r| {
+            r.stamp == self.contents.stamp && r.pending.is_none() && self.contents.pending.is_none()
+        });
+        if same && self.read_at.elapsed() < MAX_CONTENTS_AGE {
+            return Ok(false);
+        }
+        log::debug!("card changed since it was read (or read too long ago): reading it again");
+        self.reread(ch)?;
+        self.id_aliases.clear();
+        if self.contents.pending.is_some() {
+            match self.recover(ch) {
+                Ok(_) => {}
+                Err(e @ (CardError::Malformed(_) | CardError::Tlv(_) | CardError::Status(_))) => {
+                    log::warn!("unfinished change on the card not recovered: {e}");
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(true)
+    }
 }
+
+/// Cached contents older than this are read again at the next check (C_OpenSession,
+/// C_FindObjectsInit): the way changes by other tools, which do not touch Tessera's change
+/// stamp, become visible to a long-running program.
+pub const MAX_CONTENTS_AGE: std::time::Duration = std::time::Duration::from_secs(60);
 
 fn read_contents(
     ch: &mut dyn Channel,
     atr: &[u8],
 ) -> std::result::Result<(Contents, Counter, Counter), CardError> {
     piv::select(ch)?;
+    let (record, record_damaged) = match change::read_record(ch) {
+        Ok(r) => (r, false),
+        Err(e @ (CardError::Malformed(_) | CardError::Tlv(_))) => {
+            log::warn!("Tessera's change record on the card cannot be read: {e}");
+            (change::Record::default(), true)
+        }
+        Err(e) => return Err(e),
+    };
     let serial_number = piv::serial(ch)?;
     let version = keys::version(ch)?;
     let pin_status = piv::verify_pin(ch, None)?;
@@ -453,14 +587,60 @@ fn read_contents(
         .into_iter()
         .chain(history.used_slots())
         .collect();
+    let mut problems = Vec::new();
+    if record_damaged {
+        problems.push(Problem::DamagedRecord);
+    }
+    let pending = record.pending.clone();
+    let pending_slots = pending
+        .as_ref()
+        .map(change::Pending::slots)
+        .unwrap_or_default();
+    if let Some(p) = &pending {
+        problems.push(Problem::Unfinished(p.kind));
+    }
     let mut entries = Vec::new();
     for slot in slots {
-        let certificate = admin::read_certificate(ch, slot)?.and_then(|der| CertFacts::parse(&der));
+        let mut certificate =
+            admin::read_certificate(ch, slot)?.and_then(|der| CertFacts::parse(&der));
         let meta = if has_metadata {
             keys::metadata(ch, slot)?
         } else {
             None
         };
+        if !has_metadata && pending_slots.contains(&slot) {
+            // The card cannot tell which key the slot holds while a change to it is
+            // unfinished: its certificate may belong to another key, so it is not shown.
+            certificate = None;
+        }
+        if has_metadata {
+            let key = meta
+                .as_ref()
+                .and_then(|m| m.public_key.as_ref())
+                .and_then(|p| PublicKey::from_spki_der(&p.spki_der).ok());
+            let cert_key = certificate
+                .as_ref()
+                .and_then(|c| PublicKey::from_spki_der(&c.spki).ok());
+            match (&meta, &key, &cert_key) {
+                (None, _, Some(_)) => {
+                    problems.push(Problem::CertificateWithoutKey(slot));
+                    continue;
+                }
+                (Some(_), Some(k), Some(c)) if k != c => {
+                    problems.push(Problem::Mismatch(slot));
+                    certificate = None;
+                }
+                _ => {}
+            }
+            let staged = slot.retired_number().is_some();
+            if meta.is_some()
+                && certificate.is_none()
+                && !staged
+                && !problems.contains(&Problem::Mismatch(slot))
+            {
+                problems.push(Problem::KeyWithoutCertificate(slot));
+            }
+        }
         if let Some(entry) = key_entry(slot, certificate, meta) {
             entries.push(entry);
         }
@@ -487,6 +667,9 @@ fn read_contents(
         entries,
         history,
         has_metadata,
+        stamp: record.stamp,
+        pending,
+        problems,
     };
     Ok((contents, pin, puk))
 }

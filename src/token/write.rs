@@ -1,14 +1,18 @@
 //! Writes through PKCS#11: certificates and private keys created on the card, key pairs
-//! generated on it, objects destroyed. Every write needs the user logged in and then the
-//! management key: the PIN-protected one (ykman's format) if the card holds one, else the
-//! factory default while it is still set. A key-management key (9D) is never silently
-//! destroyed: it moves with its certificate to the next free retired slot and Key History
-//! follows; a card without MOVE KEY refuses the write.
+//! generated on it, objects destroyed, and the control manager's typed changes (an e-Cert
+//! loaded whole, a renewal staged or installed, a slot emptied). Every write needs the user
+//! logged in and then the management key: the PIN-protected one (ykman's format) if the card
+//! holds one, else the factory default while it is still set. Each write is one change of the
+//! card's change protocol ([`crate::applet::piv::plans`]) in one transaction: all or nothing
+//! as any later reader sees it. A key-management key (9D) is never silently destroyed: it
+//! moves with its certificate to the next retired slot and Key History follows; a card
+//! without MOVE KEY refuses the write.
 
 use super::mechanism::{Curve, PublicKey};
 use super::objects::{CertFacts, ObjectId};
 use super::slot::{Card, Login, Part, SlotState, Source};
 use super::{attr, Attr, Error, Mechanism, Result};
+use crate::applet::piv::plans::{self, Caps, Load, NewKey};
 use crate::applet::piv::{
     self, admin, keys, KeyAlgorithm, KeySlot, ManagementAlgorithm, PinPolicy,
 };
@@ -24,7 +28,15 @@ pub(crate) fn authenticate(ch: &mut dyn Channel) -> CardResult<Result<()>> {
     let algorithm = meta
         .and_then(|m| ManagementAlgorithm::from_id(m.algorithm))
         .unwrap_or(ManagementAlgorithm::TripleDes);
-    if let Some(key) = admin::stored_management_key(ch)? {
+    let stored = match admin::stored_management_key(ch) {
+        Ok(k) => k,
+        // The PIN-protected key cannot be read before the PIN is verified.
+        Err(CardError::Status(StatusWord::SecurityStatus)) => {
+            return Ok(Err(Error::new(CKR_USER_NOT_LOGGED_IN)))
+        }
+        Err(e) => return Err(e),
+    };
+    if let Some(key) = stored {
         return match piv::authenticate_management(ch, algorithm, &key) {
             Ok(()) => Ok(Ok(())),
             Err(CardError::Status(StatusWord::SecurityStatus)) => {
@@ -49,37 +61,6 @@ pub(crate) fn authenticate(ch: &mut dyn Channel) -> CardResult<Result<()>> {
     }
     log::warn!("the card's management key is neither stored PIN-protected nor the default: run `tessera setup`");
     Ok(Err(Error::new(CKR_FUNCTION_FAILED)))
-}
-
-/// Moves the key (and certificate) in `slot` to the next free retired slot and records it
-/// in Key History. Inner error when the card cannot move keys or no retired slot is free.
-fn retire(ch: &mut dyn Channel, card: &Card, slot: KeySlot) -> CardResult<Result<()>> {
-    let mut history = card.contents.history.clone();
-    let used = usize::from(history.on_card_certs) + usize::from(history.off_card_certs);
-    let Some(target) = KeySlot::all()
-        .filter(|s| s.retired_number().is_some())
-        .nth(used)
-    else {
-        log::warn!("all 20 retired key slots are in use");
-        return Ok(Err(Error::new(CKR_DEVICE_MEMORY)));
-    };
-    match keys::move_key(ch, slot, target) {
-        Ok(()) => {}
-        Err(CardError::Status(StatusWord::InsNotSupported)) => {
-            log::warn!(
-                "the card cannot move keys (MOVE KEY): refusing to overwrite key slot {slot}"
-            );
-            return Ok(Err(Error::new(CKR_FUNCTION_REJECTED)));
-        }
-        Err(e) => return Err(e),
-    }
-    if let Some(cert) = admin::read_certificate(ch, slot)? {
-        admin::write_certificate(ch, target, &cert)?;
-        admin::delete_certificate(ch, slot)?;
-    }
-    history.on_card_certs = history.on_card_certs.saturating_add(1);
-    admin::write_key_history(ch, &history)?;
-    Ok(Ok(()))
 }
 
 /// Refuses a write to a key slot the token does not show (card authentication is written
@@ -125,38 +106,79 @@ fn pin_policy(template: &[Attr]) -> Result<PinPolicy> {
     })
 }
 
-/// Runs a key write in `slot`: authenticate, retire an occupied key-management slot, `write`,
-/// re-read the card.
+/// What the card can do that the change protocol relies on.
+pub(crate) fn caps(card: &Card) -> Caps {
+    let c = &card.contents;
+    Caps {
+        metadata: c.has_metadata,
+        move_key: matches!(c.version, Some([major, minor, _]) if (major, minor) >= (5, 7)),
+    }
+}
+
+/// Maps the refusals of the change planner to PKCS#11.
+fn change_error(e: CardError) -> Error {
+    match e {
+        CardError::Status(StatusWord::InsNotSupported) => Error::new(CKR_FUNCTION_REJECTED),
+        CardError::Status(StatusWord::NoSpace) => Error::new(CKR_DEVICE_MEMORY),
+        CardError::Status(StatusWord::ReferenceNotFound) => Error::new(CKR_KEY_HANDLE_INVALID),
+        other => other.into(),
+    }
+}
+
+/// Runs one change in one transaction: the management key, then `f`, then the card read
+/// again so the token shows the result. The user must be logged in.
+pub(crate) fn run_change<R>(
+    source: &Source,
+    state: &mut SlotState,
+    ctx: Option<&pcsc::Context>,
+    mut f: impl FnMut(&mut dyn Channel, &mut Card) -> CardResult<Result<R>>,
+) -> Result<R> {
+    need_user(state)?;
+    state.transact(source, ctx, true, |ch, card| {
+        // A change left unfinished by someone else is finished or undone first.
+        if card.contents.pending.is_some() {
+            card.recover(ch)?;
+        }
+        if let Err(e) = authenticate(ch)? {
+            return Ok(Err(e));
+        }
+        let out = match f(ch, card) {
+            Ok(r) => r,
+            Err(e @ CardError::Status(_)) => Err(change_error(e)),
+            Err(e) => return Err(e),
+        };
+        card.reread(ch)?;
+        Ok(out)
+    })?
+}
+
+/// Loads a key into `slot`, keeping an occupied key-management slot's old key in history.
 fn write_key(
     source: &Source,
     state: &mut SlotState,
     ctx: Option<&pcsc::Context>,
     slot: KeySlot,
-    mut write: impl FnMut(&mut dyn Channel) -> CardResult<Result<()>>,
+    key: NewKey<'_>,
+    expect: Option<&PublicKey>,
 ) -> Result<()> {
-    need_user(state)?;
-    state.transact(source, ctx, true, |ch, card| {
-        if let Err(e) = authenticate(ch)? {
-            return Ok(Err(e));
-        }
-        let old = card.contents.entry(slot).map(|e| e.certificate.is_some());
-        let retired = old.is_some() && slot == KeySlot::KEY_MANAGEMENT;
-        if retired {
-            if let Err(e) = retire(ch, card, slot)? {
-                return Ok(Err(e));
-            }
-        }
-        if let Err(e) = write(ch)? {
-            return Ok(Err(e));
-        }
-        // The old certificate certifies a key that is gone: never leave it beside the new one.
-        if old == Some(true) && !retired {
-            admin::delete_certificate(ch, slot)?;
-        }
+    run_change(source, state, ctx, |ch, card| {
+        let occupied = card.contents.entry(slot).is_some();
+        let load = Load {
+            slot,
+            key: &key,
+            certificate: None,
+            chain: None,
+            keep_old: occupied && slot == KeySlot::KEY_MANAGEMENT,
+        };
+        let accept = |info: &keys::PublicKeyInfo| {
+            expect.is_none_or(|want| {
+                PublicKey::from_spki_der(&info.spki_der).ok().as_ref() == Some(want)
+            })
+        };
+        plans::load(ch, caps(card), &load, &accept)?;
         card.id_aliases.remove(&slot);
-        card.reread(ch)?;
         Ok(Ok(()))
-    })?
+    })
 }
 
 /// C_GenerateKeyPair: returns the slot that now holds the key.
@@ -197,10 +219,14 @@ pub fn generate(
     };
     let slot = shown(part, slot)?;
     let policy = pin_policy(private_template)?;
-    write_key(source, state, ctx, slot, |ch| {
-        keys::generate(ch, slot, algorithm, policy)?;
-        Ok(Ok(()))
-    })?;
+    write_key(
+        source,
+        state,
+        ctx,
+        slot,
+        NewKey::Generate { algorithm, policy },
+        None,
+    )?;
     Ok(slot)
 }
 
@@ -292,32 +318,25 @@ fn create_certificate(
         None => {}
     }
     let der = der.to_vec();
-    state.transact(source, ctx, true, |ch, card| {
-        if let Err(e) = authenticate(ch)? {
-            return Ok(Err(e));
-        }
-        admin::write_certificate(ch, slot, &der)?;
-        card.reread(ch)?;
+    run_change(source, state, ctx, |ch, _| {
+        plans::write_certificate(ch, slot, &der, None)?;
         Ok(Ok(()))
-    })??;
+    })?;
     Ok(ObjectId::Certificate(slot))
 }
 
-fn create_private_key(
-    source: &Source,
-    part: Part,
-    state: &mut SlotState,
-    ctx: Option<&pcsc::Context>,
-    template: &[Attr],
-) -> Result<ObjectId> {
+/// A private key as a C_CreateObject template gives it.
+struct TemplateKey<'a> {
+    key: keys::ImportKey<'a>,
+    policy: PinPolicy,
+    /// Its public key, as the card must report it after the import.
+    expect: Option<PublicKey>,
+}
+
+fn template_key(template: &[Attr]) -> Result<TemplateKey<'_>> {
     let key_type =
         attr::find_ulong(template, CKA_KEY_TYPE)?.ok_or(Error::new(CKR_TEMPLATE_INCOMPLETE))?;
     let get = |t| attr::find(template, t).ok_or(Error::new(CKR_TEMPLATE_INCOMPLETE));
-    let slot = match slot_by_id(template) {
-        Some(s) => s,
-        None => part.default_key_slot(slot_by_usage(template)?),
-    };
-    let slot = shown(part, slot)?;
     let policy = pin_policy(template)?;
     match key_type {
         CKK_RSA => {
@@ -327,47 +346,106 @@ fn create_private_key(
                 Some(KeyAlgorithm::Rsa1024) | None => return Err(Error::new(CKR_KEY_SIZE_RANGE)),
                 Some(a) => a,
             };
-            let (p, q) = (get(CKA_PRIME_1)?, get(CKA_PRIME_2)?);
-            let (dp, dq, qinv) = (
-                get(CKA_EXPONENT_1)?,
-                get(CKA_EXPONENT_2)?,
-                get(CKA_COEFFICIENT)?,
-            );
-            let key = keys::ImportKey::Rsa {
-                algorithm,
-                p,
-                q,
-                dp,
-                dq,
-                qinv,
-            };
-            write_key(source, state, ctx, slot, |ch| {
-                keys::import(ch, slot, &key, policy)?;
-                Ok(Ok(()))
-            })?;
+            let expect = attr::find(template, CKA_PUBLIC_EXPONENT)
+                .and_then(|e| PublicKey::from_rsa_components(modulus, e).ok());
+            Ok(TemplateKey {
+                key: keys::ImportKey::Rsa {
+                    algorithm,
+                    p: get(CKA_PRIME_1)?,
+                    q: get(CKA_PRIME_2)?,
+                    dp: get(CKA_EXPONENT_1)?,
+                    dq: get(CKA_EXPONENT_2)?,
+                    qinv: get(CKA_COEFFICIENT)?,
+                },
+                policy,
+                expect,
+            })
         }
         CKK_EC => {
             let algorithm = match Curve::parse_ec_params(get(CKA_EC_PARAMS)?)? {
                 Curve::P256 => KeyAlgorithm::EccP256,
                 Curve::P384 => KeyAlgorithm::EccP384,
             };
-            let key = keys::ImportKey::Ec {
-                algorithm,
-                scalar: get(CKA_VALUE)?,
-            };
-            write_key(source, state, ctx, slot, |ch| {
-                keys::import(ch, slot, &key, policy)?;
-                Ok(Ok(()))
-            })?;
+            let scalar = get(CKA_VALUE)?;
+            Ok(TemplateKey {
+                key: keys::ImportKey::Ec { algorithm, scalar },
+                policy,
+                expect: ec_public_key(algorithm, scalar),
+            })
         }
-        _ => return Err(Error::new(CKR_KEY_TYPE_INCONSISTENT)),
+        _ => Err(Error::new(CKR_KEY_TYPE_INCONSISTENT)),
     }
+}
+
+fn create_private_key(
+    source: &Source,
+    part: Part,
+    state: &mut SlotState,
+    ctx: Option<&pcsc::Context>,
+    template: &[Attr],
+) -> Result<ObjectId> {
+    let slot = match slot_by_id(template) {
+        Some(s) => s,
+        None => part.default_key_slot(slot_by_usage(template)?),
+    };
+    let slot = shown(part, slot)?;
+    let parsed = template_key(template)?;
+    write_key(
+        source,
+        state,
+        ctx,
+        slot,
+        NewKey::Import {
+            key: &parsed.key,
+            policy: parsed.policy,
+        },
+        parsed.expect.as_ref(),
+    )?;
     if let Some(id) = attr::find(template, CKA_ID).filter(|id| KeySlot::from_cka_id(id).is_none()) {
         if let Some(card) = state.card.as_mut() {
             card.id_aliases.insert(slot, id.to_vec());
         }
     }
     Ok(ObjectId::PrivateKey(slot))
+}
+
+/// Loads an e-Cert whole into `slot` in one change: the private key from `key_template`
+/// (as for C_CreateObject), its certificate and the CA chain (concatenated DER, may be
+/// empty). An occupied key-management slot keeps its old key in Key History.
+pub fn load_ecert(
+    source: &Source,
+    state: &mut SlotState,
+    ctx: Option<&pcsc::Context>,
+    slot: KeySlot,
+    key_template: &[Attr],
+    certificate: &[u8],
+    chain: &[u8],
+) -> Result<()> {
+    let parsed = template_key(key_template)?;
+    let cert = CertFacts::parse(certificate).ok_or(Error::new(CKR_ATTRIBUTE_VALUE_INVALID))?;
+    let cert_key = PublicKey::from_spki_der(&cert.spki)?;
+    if parsed.expect.as_ref().is_some_and(|k| *k != cert_key) {
+        return Err(Error::new(CKR_TEMPLATE_INCONSISTENT));
+    }
+    let key = NewKey::Import {
+        key: &parsed.key,
+        policy: parsed.policy,
+    };
+    run_change(source, state, ctx, |ch, card| {
+        let load = Load {
+            slot,
+            key: &key,
+            certificate: Some(certificate),
+            chain: Some(chain),
+            keep_old: slot == KeySlot::KEY_MANAGEMENT && card.contents.entry(slot).is_some(),
+        };
+        let accept = |info: &keys::PublicKeyInfo| {
+            PublicKey::from_spki_der(&info.spki_der).is_ok_and(|k| k == cert_key)
+        };
+        plans::load(ch, caps(card), &load, &accept)?;
+        card.id_aliases.remove(&slot);
+        Ok(Ok(()))
+    })
 }
 
 /// C_DestroyObject for a token object.
@@ -385,21 +463,21 @@ pub fn destroy(
             return Err(Error::new(CKR_ACTION_PROHIBITED))
         }
     };
-    state.transact(source, ctx, true, |ch, card| {
-        if let Err(e) = authenticate(ch)? {
-            return Ok(Err(e));
-        }
-        if delete_key {
-            match keys::delete_key(ch, slot) {
-                Ok(()) => {}
-                Err(CardError::Status(StatusWord::InsNotSupported)) => {
-                    return Ok(Err(Error::new(CKR_FUNCTION_REJECTED)));
-                }
-                Err(e) => return Err(e),
-            }
-        }
-        admin::delete_certificate(ch, slot)?;
-        card.reread(ch)?;
+    run_change(source, state, ctx, |ch, card| {
+        plans::clear(ch, caps(card), slot, delete_key)?;
         Ok(Ok(()))
-    })?
+    })
+}
+
+/// The public key of an EC private scalar (what the card must report after an import).
+fn ec_public_key(algorithm: KeyAlgorithm, scalar: &[u8]) -> Option<PublicKey> {
+    match algorithm {
+        KeyAlgorithm::EccP256 => p256::SecretKey::from_slice(scalar)
+            .ok()
+            .map(|k| PublicKey::P256(k.public_key())),
+        KeyAlgorithm::EccP384 => p384::SecretKey::from_slice(scalar)
+            .ok()
+            .map(|k| PublicKey::P384(k.public_key())),
+        _ => None,
+    }
 }

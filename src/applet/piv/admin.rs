@@ -131,10 +131,20 @@ pub fn stored_management_key(
 /// Stores `key` PIN-protected in the ykman format and flags it in ADMIN DATA (needs the
 /// management key and the PIN).
 pub fn store_management_key(ch: &mut dyn Channel, key: &[u8]) -> Result<(), CardError> {
+    // The flag goes first: a crash between the two writes leaves the flag with the object as
+    // it was (the key being set still pending in it), never the key stored without the flag.
+    flag_management_key_protected(ch)?;
     let mut inner = Zeroizing::new(Vec::new());
     tlv::push_do(&mut inner, 0x89, key);
     let protected = Zeroizing::new(tlv::encode(0x88, &inner));
-    super::put_data(ch, PROTECTED_DATA_TAG, &protected)?;
+    super::put_data(ch, PROTECTED_DATA_TAG, &protected)
+}
+
+/// Sets ADMIN DATA's "management key stored PIN-protected" flag (when it is not set).
+fn flag_management_key_protected(ch: &mut dyn Channel) -> Result<(), CardError> {
+    if management_key_is_protected(ch)? {
+        return Ok(());
+    }
     let admin = tlv::encode(0x80, &tlv::encode(0x81, &[0x02]));
     super::put_data(ch, ADMIN_DATA_TAG, &admin)
 }
@@ -204,4 +214,81 @@ pub fn set_management_key(
         .with_le(None);
     exchange(ch, &cmd)?.success()?;
     Ok(())
+}
+
+/// Tag inside the PIN-protected object (88 …) where Tessera keeps a management key it is
+/// about to set (algorithm byte, then the key) beside the current one (89), so that a crash
+/// between storing and setting it loses neither. ykman reads only 89.
+const PENDING_KEY_TAG: tlv::Tag = 0x8F;
+
+/// Stores `new` as the pending management key beside `current` (the one the card has now,
+/// `None` for the factory default), PIN-protected; ADMIN DATA is left as it is. Needs the
+/// management key and the PIN.
+pub fn store_pending_management_key(
+    ch: &mut dyn Channel,
+    current: Option<&[u8]>,
+    algorithm: super::ManagementAlgorithm,
+    new: &[u8],
+) -> Result<(), CardError> {
+    let mut inner = Zeroizing::new(Vec::new());
+    if let Some(current) = current {
+        tlv::push_do(&mut inner, 0x89, current);
+    }
+    let mut pending = Zeroizing::new(vec![algorithm.id()]);
+    pending.extend_from_slice(new);
+    tlv::push_do(&mut inner, PENDING_KEY_TAG, &pending);
+    let protected = Zeroizing::new(tlv::encode(0x88, &inner));
+    super::put_data(ch, PROTECTED_DATA_TAG, &protected)
+}
+
+/// Finishes a management-key change begun by [`store_pending_management_key`]: whichever
+/// key the card has now (the pending one, or the old one, which is then replaced by the
+/// pending one), the pending key ends up set on the card and stored PIN-protected as ykman
+/// stores it. Authenticates by itself; needs the PIN verified. Nothing pending: no change.
+pub fn settle_management_key(ch: &mut dyn Channel) -> Result<(), CardError> {
+    use super::{authenticate_management, ManagementAlgorithm};
+    let protected = super::get_data(ch, PROTECTED_DATA_TAG)?
+        .map(Zeroizing::new)
+        .unwrap_or_default();
+    let inner = tlv::find(&protected, 0x88)?.unwrap_or_default();
+    let Some(pending) = tlv::find(inner, PENDING_KEY_TAG)? else {
+        // Nothing pending: authenticate with the stored key (else the default) as usual.
+        let meta = super::keys::reference_metadata(ch, super::key_ref::MANAGEMENT)?;
+        let alg = meta
+            .and_then(|m| ManagementAlgorithm::from_id(m.algorithm))
+            .unwrap_or(ManagementAlgorithm::TripleDes);
+        return match tlv::find(inner, 0x89)? {
+            Some(key) => {
+                authenticate_management(ch, alg, key)?;
+                flag_management_key_protected(ch)
+            }
+            None => authenticate_management(ch, alg, &super::DEFAULT_MANAGEMENT_KEY),
+        };
+    };
+    let (&alg_id, new) = pending
+        .split_first()
+        .ok_or(CardError::Malformed("pending management key is empty"))?;
+    let algorithm = ManagementAlgorithm::from_id(alg_id)
+        .ok_or(CardError::Malformed("pending management key algorithm"))?;
+    let new = Zeroizing::new(new.to_vec());
+    let current = tlv::find(inner, 0x89)?.map(|k| Zeroizing::new(k.to_vec()));
+    let rejected = |e: &CardError| matches!(e, CardError::Status(_) | CardError::Malformed(_));
+    match authenticate_management(ch, algorithm, &new) {
+        Ok(()) => {}
+        Err(e) if rejected(&e) => {
+            // The card still has the old key: set the pending one now.
+            let meta = super::keys::reference_metadata(ch, super::key_ref::MANAGEMENT)?;
+            let old_alg = meta
+                .and_then(|m| ManagementAlgorithm::from_id(m.algorithm))
+                .unwrap_or(ManagementAlgorithm::TripleDes);
+            let old: &[u8] = current
+                .as_deref()
+                .map_or(&super::DEFAULT_MANAGEMENT_KEY[..], |k| &k[..]);
+            authenticate_management(ch, old_alg, old)?;
+            set_management_key(ch, algorithm, &new)?;
+            authenticate_management(ch, algorithm, &new)?;
+        }
+        Err(e) => return Err(e),
+    }
+    store_management_key(ch, &new)
 }

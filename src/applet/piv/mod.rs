@@ -3,7 +3,9 @@
 //! a transaction the caller holds (one transaction per logical operation).
 
 pub mod admin;
+pub mod change;
 pub mod keys;
+pub mod plans;
 pub mod slots;
 
 pub use keys::{KeyAlgorithm, KeyMetadata, PinPolicy, PublicKeyInfo};
@@ -205,6 +207,13 @@ pub fn verify_pin(ch: &mut dyn Channel, pin: Option<&[u8]>) -> Result<PinStatus,
         StatusWord::VerifyFail { tries } => Ok(PinStatus::TriesLeft(tries)),
         sw => Err(CardError::Status(sw)),
     }
+}
+
+/// VERIFY with P1=FF: the card forgets that the PIN was verified (SP 800-73-4 part 2
+/// §3.2.1). Cards that do not know the form answer an error, which changes nothing.
+pub fn unverify_pin(ch: &mut dyn Channel) -> Result<(), CardError> {
+    let cmd = Command::new(0x20, 0xFF, key_ref::PIN).with_le(None);
+    exchange(ch, &cmd).map(|_| ())
 }
 
 /// Mutual authentication with the management key (GENERAL AUTHENTICATE, witness then

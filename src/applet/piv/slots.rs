@@ -4,6 +4,9 @@
 
 use crate::card::tlv::Tag;
 
+/// First tag of the per-slot chain objects Tessera keeps ([`KeySlot::chain_tag`]).
+pub const CHAIN_TAG_BASE: Tag = 0x5FFF80;
+
 /// A PIV key slot (key reference).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct KeySlot(u8);
@@ -92,6 +95,13 @@ impl KeySlot {
             0x9E => 0x5FC101,
             r => 0x5FC10D + u32::from(r - Self::RETIRED_FIRST),
         }
+    }
+
+    /// The data object where Tessera keeps the CA chain of the slot's certificate
+    /// (5FFF80 + the slot's position in [`KeySlot::all`]).
+    pub fn chain_tag(self) -> Tag {
+        let index = Self::all().position(|s| s == self).unwrap_or(0);
+        CHAIN_TAG_BASE + index as Tag
     }
 
     /// CKA_ID as OpenSC assigns it: 9A→01, 9C→02, 9D→03, 9E→04, retired n → the decimal

@@ -20,7 +20,7 @@ impl Library {
             }
         })?;
         let mut found = Vec::new();
-        self.with_card(&slot, |state, _| {
+        self.with_current_card(&slot, |state, _| {
             let login = state.login;
             let card = state
                 .card
