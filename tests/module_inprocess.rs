@@ -2061,3 +2061,45 @@ fn a_full_key_history_refuses_to_replace_the_key_management_key() {
         20
     );
 }
+
+// ---- a running program and another process's change ----------------------------------------
+
+#[test]
+fn a_running_program_sees_an_import_by_another_process() {
+    let f = Fresh::new(4_100_091);
+    let s = f.user();
+    let dir = tempfile::tempdir().unwrap();
+    let pin_file = dir.path().join("pin");
+    std::fs::write(&pin_file, format!("{PIN}\n")).unwrap();
+    running::running_client_sees_an_import(&s, dir.path(), |p12, pw| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_tessera"))
+            .arg("--vcard")
+            .arg(&f.card)
+            .args(["import", "--slot", "9a", "--password-file"])
+            .arg(pw)
+            .arg("--pin-file")
+            .arg(&pin_file)
+            .arg(p12)
+            .env_remove("TESSERA_VCARD")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "tessera import: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    });
+}
+
+#[test]
+fn the_token_label_stays_after_a_write() {
+    let f = Fresh::new(4_100_092);
+    let before = f.p11().get_token_info(f.slot).unwrap().label().to_owned();
+    let s = f.user();
+    generate_ec(&s, 0x01, Curve::P256);
+    assert_eq!(
+        f.p11().get_token_info(f.slot).unwrap().label(),
+        before,
+        "the label comes from the card, not from the transport lent out during the write"
+    );
+}

@@ -388,6 +388,16 @@ impl SlotState {
                     self.card_gone();
                     return Err(Error::new(CKR_DEVICE_REMOVED));
                 }
+                Err(CardError::Status(crate::card::StatusWord::SecurityStatus))
+                    if needs_login && self.login == Login::User =>
+                {
+                    // The card no longer counts the PIN as verified (another program logged
+                    // it out): the token is logged out too, so the application's next
+                    // C_Login asks for the PIN instead of being told it is logged in.
+                    log::debug!("the card forgot the PIN verification: logged out");
+                    self.login = Login::Public;
+                    return Err(Error::new(CKR_USER_NOT_LOGGED_IN));
+                }
                 Err(e) => return Err(e.into()),
             }
         }

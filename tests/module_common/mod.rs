@@ -10,6 +10,7 @@
 
 pub mod locate;
 pub mod matrix;
+pub mod running;
 
 pub use locate::module_path;
 
