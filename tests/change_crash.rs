@@ -46,11 +46,14 @@ impl Channel for Cut<'_> {
     }
 }
 
+/// One key slot as a snapshot sees it: reference, key digest, certificate, chain.
+type SlotView = (u8, Option<[u8; 32]>, Option<Vec<u8>>, Option<Vec<u8>>);
+
 /// Everything a change may touch, as a later reader sees it (the stamp aside).
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Snapshot {
     /// Per key slot: key digest, certificate, chain.
-    slots: Vec<(u8, Option<[u8; 32]>, Option<Vec<u8>>, Option<Vec<u8>>)>,
+    slots: Vec<SlotView>,
     history: (u8, u8),
     copies: Vec<Vec<u8>>,
     pending: bool,
