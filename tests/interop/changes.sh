@@ -43,7 +43,7 @@
 # TESSERA_MODULE overrides the module (default: libtessera_pkcs11.so next to TESSERA_BIN).
 # Knobs: CHANGES_RUNS (kill runs per in-process command, default 40), CHANGES_PCSCD_RUNS
 # (default 10), CHANGES_CONCURRENT (imports per concurrent loop, default 25), CHANGES_PHASES
-# (default "import renew delete setup pcscd concurrency"), KEEP_WORK=1 (keep the cards).
+# (default "import renew delete setup pcscd concurrency waiting"), KEEP_WORK=1 (keep the cards).
 set -uo pipefail
 . "$(dirname "$0")/lib/common.bash"
 . "$(dirname "$0")/lib/manager.bash"
@@ -53,7 +53,7 @@ MODULE=${TESSERA_MODULE:-$(cd "$(dirname "$TESSERA_BIN")" && pwd)/libtessera_pkc
 RUNS=${CHANGES_RUNS:-40}
 PCSCD_RUNS=${CHANGES_PCSCD_RUNS:-10}
 CONC=${CHANGES_CONCURRENT:-25}
-PHASES=${CHANGES_PHASES:-import renew delete setup pcscd concurrency}
+PHASES=${CHANGES_PHASES:-import renew delete setup pcscd concurrency waiting}
 unset TESSERA_VCARD
 # a persistent per-user cache of the module (if any) belongs to this run only
 export XDG_CACHE_HOME="$WORK/xdg-cache"
@@ -623,6 +623,52 @@ phase_concurrency() {
 }
 declare -A CONC_RESULT=()
 
+# ---- 3. waiting for another program ---------------------------------------------------------------------
+# A program in the middle of a change holds the card's change lock (`flock` on CARD.change here,
+# as `tessera` holds it for its whole run). `tessera --wait 1 import` gives up after a bounded
+# time, says so, and the card is byte-identical; `tessera --wait 20 import` says "waiting for the
+# card: another program is using it" after a second and goes ahead once the lock is free.
+phase_waiting() {
+  MODE=inprocess
+  local ph="waiting" out rc t0 holder
+  D="$WORK/waiting"
+  W=$D
+  mkdir -p "$D"
+  fresh_import_card || { notok "[$ph] card with ec-modern in 9c and rsa-modern in 9a" "$WHY"; return 1; }
+  cp "$CARD" "$D/before.json"
+  flock "$CARD.change" sleep 4 &
+  holder=$!
+  sleep 0.3
+  t0=$SECONDS
+  out=$(TS --wait 1 --password-file "$PW" --pin-file "$(pinfile "$P0")" import "$FIX/rsa-legacy.p12" --slot 9a --backup-dir "$D/bk" 2>&1)
+  rc=$?
+  if [ "$rc" -ne 0 ] && printf '%s' "$out" | grep -q "waiting for the card: another program is using it" &&
+    printf '%s' "$out" | grep -q "nothing was changed"; then
+    ok "[$ph] --wait 1 while another program holds the card: gives up after $((SECONDS - t0)) s, says it waited and that nothing was changed"
+  else
+    notok "[$ph] --wait 1 while another program holds the card gives up with a clear message" "exit $rc: $out"
+  fi
+  if cmp -s "$CARD" "$D/before.json"; then ok "[$ph] the card file is byte-identical after giving up"
+  else notok "[$ph] the card file is byte-identical after giving up" "it changed"; fi
+  t0=$SECONDS
+  out=$(TS --wait 20 --password-file "$PW" --pin-file "$(pinfile "$P0")" import "$FIX/rsa-legacy.p12" --slot 9a --backup-dir "$D/bk" 2>&1)
+  rc=$?
+  wait "$holder" 2>/dev/null
+  if [ "$rc" -eq 0 ] && printf '%s' "$out" | grep -q "waiting for the card: another program is using it" &&
+    printf '%s' "$out" | grep -q "verified it: ok"; then
+    ok "[$ph] --wait 20: says it is waiting, then loads the e-Cert once the card is free ($((SECONDS - t0)) s)"
+  else
+    notok "[$ph] --wait 20 waits, says so, then loads the e-Cert" "exit $rc: $out"
+  fi
+  CK_MAX_STAGED=0 CK_STAGED_OK=""
+  card_check "$P0"
+  if [ -z "$CK_PROBLEMS" ] && [ "$(slot_content 01)" = rsa-legacy ]; then
+    ok "[$ph] 9a holds the e-Cert loaded after the wait, every pair matching"
+  else
+    notok "[$ph] 9a holds the e-Cert loaded after the wait" "9a: $(slot_content 01); $CK_PROBLEMS"
+  fi
+}
+
 # ---- run -----------------------------------------------------------------------------------------------
 for p in $PHASES; do
   t=$SECONDS
@@ -638,6 +684,7 @@ for p in $PHASES; do
       phase_concurrency inprocess
       phase_concurrency pcscd
       ;;
+    waiting) phase_waiting ;;
     *) notok "unknown phase $p" ;;
   esac
   echo "# phase $p: $((SECONDS - t)) s"
