@@ -2103,3 +2103,138 @@ fn the_token_label_stays_after_a_write() {
         "the label comes from the card, not from the transport lent out during the write"
     );
 }
+
+/// A card whose management key is stored PIN-protected, left by a crash with a committed but
+/// unfinished import into 9A: before the PIN the module shows no certificate with a foreign key;
+/// C_Login finishes the change first, and the new e-Cert then signs.
+#[test]
+fn the_module_finishes_an_interrupted_change_at_login() {
+    use sha2::Digest;
+    use tessera_pkcs11::applet::piv::change;
+    use tessera_pkcs11::applet::piv::keys::{ImportKey, KeyAlgorithm, PinPolicy};
+    use tessera_pkcs11::applet::piv::plans::{self, Caps, Load, NewKey};
+    use tessera_pkcs11::applet::piv::{self, ManagementAlgorithm};
+    use tessera_pkcs11::card::{with_transaction, CardError, Channel};
+    use tessera_pkcs11::vcard::{CardFile, CardState, VirtualTransport};
+
+    struct Cut<'a>(&'a mut dyn Channel, usize);
+    impl Channel for Cut<'_> {
+        fn transmit_raw(&mut self, apdu: &[u8]) -> Result<Vec<u8>, CardError> {
+            if self.1 == 0 {
+                return Err(CardError::NoCard);
+            }
+            self.1 -= 1;
+            self.0.transmit_raw(apdu)
+        }
+        fn extended_length(&self) -> bool {
+            self.0.extended_length()
+        }
+    }
+
+    let dir = tempfile::tempdir().unwrap();
+    let prep = dir.path().join("prep.json");
+    CardFile::create(&prep, &CardState::factory(4_100_094)).unwrap();
+    let mgmt = [0x42u8; 24];
+    let scalar_a = p256::SecretKey::random(&mut rand::rngs::OsRng);
+    let scalar_b = p256::SecretKey::random(&mut rand::rngs::OsRng);
+    let spki = |k: &p256::SecretKey| {
+        use pkcs8::EncodePublicKey;
+        k.public_key()
+            .to_public_key_der()
+            .unwrap()
+            .as_bytes()
+            .to_vec()
+    };
+    let cert_a = certificate_for(&spki(&scalar_a), "Before crash", false, false);
+    let cert_b = certificate_for(&spki(&scalar_b), "After crash", false, false);
+    let load = |ch: &mut dyn Channel, k: &p256::SecretKey, cert: &[u8]| {
+        let bytes = k.to_bytes();
+        let key = ImportKey::Ec {
+            algorithm: KeyAlgorithm::EccP256,
+            scalar: &bytes,
+        };
+        let key = NewKey::Import {
+            key: &key,
+            policy: PinPolicy::Default,
+        };
+        let caps = Caps {
+            metadata: true,
+            move_key: true,
+        };
+        let load = Load {
+            slot: KeySlot::AUTHENTICATION,
+            key: &key,
+            certificate: Some(cert),
+            chain: None,
+            keep_old: false,
+        };
+        plans::load(ch, caps, &load, &|_| true).map(|_| ())
+    };
+    let session = |ch: &mut dyn Channel| -> Result<(), CardError> {
+        piv::select(ch)?;
+        piv::verify_pin(ch, Some(PIN.as_bytes()))?;
+        piv::authenticate_management(ch, ManagementAlgorithm::Aes192, &mgmt)
+    };
+    on_card_file(&prep, |ch| {
+        piv::select(ch)?;
+        piv::verify_pin(ch, Some(PIN.as_bytes()))?;
+        piv::authenticate_management(
+            ch,
+            ManagementAlgorithm::TripleDes,
+            &piv::DEFAULT_MANAGEMENT_KEY,
+        )?;
+        admin::set_management_key(ch, ManagementAlgorithm::Aes192, &mgmt)?;
+        piv::authenticate_management(ch, ManagementAlgorithm::Aes192, &mgmt)?;
+        admin::store_management_key(ch, &mgmt)?;
+        load(ch, &scalar_a, &cert_a)
+    });
+    // The import of B, cut right after its commit (the first cut that leaves it committed).
+    let mut crashed = None;
+    for n in 1..200 {
+        let copy = dir.path().join(format!("cut-{n}.json"));
+        std::fs::copy(&prep, &copy).unwrap();
+        let mut t = VirtualTransport::open(&copy).unwrap();
+        let _ = with_transaction(&mut t, |ch| {
+            session(ch)?;
+            load(&mut Cut(ch, n), &scalar_b, &cert_b)
+        });
+        drop(t);
+        let committed = on_card_file(&copy, |ch| {
+            piv::select(ch)?;
+            Ok(change::read_record(ch)?
+                .pending
+                .is_some_and(|p| p.phase == change::Phase::Committed))
+        });
+        if committed {
+            crashed = Some(copy);
+            break;
+        }
+    }
+    let crashed = crashed.expect("a cut that leaves the import committed");
+    let state = CardFile::open(&crashed)
+        .unwrap()
+        .read(|s| (s.clone(), false))
+        .unwrap();
+    let f = Fresh::with_state(state);
+    let s = f.rw();
+    // Before the PIN: the change waits (the management key needs it); no certificate is
+    // shown with a key that is not its own.
+    for cert in s
+        .find_objects(&[Attribute::Class(ObjectClass::CERTIFICATE)])
+        .unwrap()
+    {
+        let der = attr_bytes(&s, cert, AttributeType::Value);
+        assert!(der == cert_a || der == cert_b);
+    }
+    // C_Login finishes the change before anything else.
+    s.login(UserType::User, Some(&pin(PIN))).unwrap();
+    let cert = object(&s, ObjectClass::CERTIFICATE, 0x01);
+    assert_eq!(attr_bytes(&s, cert, AttributeType::Value), cert_b);
+    let pending = f.on_card(|ch| Ok(change::read_record(ch)?.pending));
+    assert!(pending.is_none(), "the change record is cleared");
+    let private = object(&s, ObjectClass::PRIVATE_KEY, 0x01);
+    let hashed = sha2::Sha256::digest(MESSAGE);
+    let sig = s.sign(&Mechanism::Ecdsa, private, &hashed).unwrap();
+    let point = p256::EncodedPoint::from(scalar_b.public_key());
+    verify_ecdsa(Curve::P256, point.as_bytes(), &hashed, &sig);
+}
