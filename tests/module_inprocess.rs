@@ -2160,6 +2160,7 @@ fn the_module_finishes_an_interrupted_change_at_login() {
         let caps = Caps {
             metadata: true,
             move_key: true,
+            import: true,
         };
         let load = Load {
             slot: KeySlot::AUTHENTICATION,

@@ -214,7 +214,10 @@ pub fn import(card: &CardSession, opts: &ImportOptions<'_>, pin: &[u8]) -> Resul
     };
     // Key, certificate and chain as one change: a crash leaves the old e-Cert or the new one.
     let chain: Vec<u8> = p12.chain.concat();
-    with(|lib| lib.load_ecert(card.handle, slot, &template, &p12.certificate, &chain))?;
+    super::with_card_feature(
+        "this card cannot take a new key from a file (it has no key import); your issuer's tool loads renewed certificates (the card was not touched)",
+        |lib| lib.load_ecert(card.handle, slot, &template, &p12.certificate, &chain),
+    )?;
     let verified = prove_key(card, slot, &cert_public, pin)?;
     Ok(ImportReport {
         slot: slot.to_string(),
@@ -444,5 +447,8 @@ pub fn delete(card: &CardSession, slot: KeySlot, pin: &[u8]) -> Result<()> {
     if contents.entry(slot).is_none() && !hidden {
         return fail(format!("slot {slot} is already empty"));
     }
-    with(|lib| lib.clear_slot(card.handle, slot))
+    super::with_card_feature(
+        "this card cannot delete a key (it has no MOVE KEY); the card was not touched",
+        |lib| lib.clear_slot(card.handle, slot),
+    )
 }

@@ -58,6 +58,7 @@ impl From<TokenError> for ManagerError {
                 "the card's management key is unknown (neither stored PIN-protected nor the factory default); run `tessera setup` on a card you set up with another tool's key".to_owned()
             }
             CKR_FUNCTION_REJECTED => "the card cannot keep the old key (no MOVE KEY); refusing to overwrite it".to_owned(),
+            CKR_FUNCTION_NOT_SUPPORTED => "this card does not offer that (it lacks the command); nothing was changed".to_owned(),
             CKR_DEVICE_MEMORY => "the card is full (all retired key slots used)".to_owned(),
             rv => format!("card operation failed (PKCS#11 error {rv:#x})"),
         };
@@ -129,6 +130,23 @@ pub fn start(opts: &Options) -> Result<()> {
 /// Runs `f` with the core library.
 pub fn with<R>(f: impl FnOnce(&token::Library) -> token::Result<R>) -> Result<R> {
     Ok(library::with(f)?)
+}
+
+/// [`with`], saying `unsupported` when the card lacks what `f` needs (the core answers
+/// CKR_FUNCTION_NOT_SUPPORTED before it changes anything).
+pub fn with_card_feature<R>(
+    unsupported: &str,
+    f: impl FnOnce(&token::Library) -> token::Result<R>,
+) -> Result<R> {
+    library::with(f).map_err(|e| {
+        if e.rv() == CKR_FUNCTION_NOT_SUPPORTED {
+            ManagerError {
+                message: unsupported.to_owned(),
+            }
+        } else {
+            e.into()
+        }
+    })
 }
 
 /// A card the user can pick.

@@ -55,8 +55,11 @@ pub fn set_retries(
     check_format("PIN", pin)?;
     check_format("PUK", puk)?;
     card.login_user(pin)?;
-    with(|lib| lib.set_retry_counts(card.handle, pin, puk, pin_tries, puk_tries))
-        .map_err(|e| card.explain(e, false))
+    super::with_card_feature(
+        "this card cannot change its retry counts (it lacks SET PIN RETRIES); nothing was changed",
+        |lib| lib.set_retry_counts(card.handle, pin, puk, pin_tries, puk_tries),
+    )
+    .map_err(|e| card.explain(e, false))
 }
 
 /// What `tessera setup` did.
@@ -86,13 +89,18 @@ pub fn setup(
     check_format("PIN", pin)?;
     check_format("PUK", puk)?;
     let version = with(|lib| lib.card_snapshot(card.handle))?.0.version;
-    // AES-192 where the card has it (YubiKey 5.4 and later, the virtual card), else 3DES.
+    // AES-192 where the card has it (YubiKey 5.4 and later, the virtual card), else 3DES; a
+    // card without Yubico's extensions (no GET VERSION) has no command to change the key.
     let algorithm = match version {
-        Some([major, minor, _]) if (major, minor) >= (5, 4) => ManagementAlgorithm::Aes192,
-        _ => ManagementAlgorithm::TripleDes,
+        Some([major, minor, _]) if (major, minor) >= (5, 4) => Some(ManagementAlgorithm::Aes192),
+        Some(_) => Some(ManagementAlgorithm::TripleDes),
+        None => None,
     };
-    let mut key = Zeroizing::new(vec![0u8; algorithm.key_len()]);
-    rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut key);
+    let key = algorithm.map(|a| {
+        let mut key = Zeroizing::new(vec![0u8; a.key_len()]);
+        rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut key);
+        key
+    });
     // The PIN is verified and the management key checked before anything changes; a wrong
     // PUK then changes nothing either (the PUK goes first).
     let credentials = crate::token::library::SetupCredentials {
@@ -101,7 +109,8 @@ pub fn setup(
         puk,
         new_puk,
     };
-    with(|lib| lib.setup_card(card.handle, &credentials, algorithm, &key)).map_err(|e| {
+    let new_key = algorithm.zip(key.as_deref().map(|k| &k[..]));
+    with(|lib| lib.setup_card(card.handle, &credentials, new_key)).map_err(|e| {
         let wrong_puk = e.message == "wrong PIN or PUK"
             && with(|lib| lib.card_snapshot(card.handle))
                 .is_ok_and(|(_, p, _)| p.tries_left == p.total);
@@ -111,7 +120,10 @@ pub fn setup(
     Ok(SetupReport {
         pin_changed: true,
         puk_changed: true,
-        management_key: format!("{algorithm:?}"),
+        management_key: algorithm.map_or_else(
+            || "unchanged (the card has no command to change it)".to_owned(),
+            |a| format!("{a:?}"),
+        ),
     })
 }
 

@@ -128,6 +128,10 @@ pub fn problem_reports(contents: &Contents) -> Vec<ProblemReport> {
                     "a key without a certificate".to_owned(),
                     format!("load its certificate (`tessera import` or `pkcs11-tool --write-object`), or remove the key with `tessera delete --slot {s}`"),
                 ),
+                Problem::UnreadableCertificate(s) => (
+                    "the certificate cannot be read or does not parse (it is not shown to applications)".to_owned(),
+                    format!("load the e-Cert again (`tessera import FILE.p12 --slot {s}`), or remove it with `tessera delete --slot {s}`"),
+                ),
                 Problem::DamagedRecord => (
                     "Tessera's change record (data object 5FFF70) cannot be read".to_owned(),
                     "`tessera repair` rewrites it".to_owned(),

@@ -123,6 +123,12 @@ pub fn finalize() -> Result<()> {
     if let Some(ctx) = taken.pcsc.lock().as_ref() {
         let _ = ctx.cancel();
     }
+    // A card this process logged in stays verified for every other program until it is
+    // reset: log each one out, as the last C_CloseSession would have.
+    let slots = taken.slots.read().clone();
+    for slot in slots.iter().filter(|s| s.part != Part::CardAuth) {
+        taken.logout_slot(slot);
+    }
     Ok(())
 }
 

@@ -128,15 +128,19 @@ pub enum Problem {
     Unfinished(change::Kind),
     /// Tessera's change record cannot be read.
     DamagedRecord,
+    /// The certificate in the slot cannot be read or does not parse (it is left out; the rest
+    /// of the card stays usable).
+    UnreadableCertificate(KeySlot),
 }
 
 impl Problem {
     /// The key slot concerned, if any.
     pub fn slot(&self) -> Option<KeySlot> {
         match self {
-            Self::Mismatch(s) | Self::CertificateWithoutKey(s) | Self::KeyWithoutCertificate(s) => {
-                Some(*s)
-            }
+            Self::Mismatch(s)
+            | Self::CertificateWithoutKey(s)
+            | Self::KeyWithoutCertificate(s)
+            | Self::UnreadableCertificate(s) => Some(*s),
             Self::Unfinished(_) | Self::DamagedRecord => None,
         }
     }
@@ -167,6 +171,10 @@ pub struct Card {
     pub read_at: std::time::Instant,
     /// The card's answer-to-reset (kept: the transport is lent out during transactions).
     atr: Vec<u8>,
+    /// Public keys of keys this process generated on a card that does not report them (no
+    /// GET METADATA): the GENERATE answer is the only place they are known until a
+    /// certificate is written (no placeholder certificates).
+    generated: std::collections::HashMap<KeySlot, keys::PublicKeyInfo>,
 }
 
 /// Which of a card's objects a slot's token shows.
@@ -454,6 +462,7 @@ impl Card {
             id_aliases: std::collections::HashMap::new(),
             read_at: std::time::Instant::now(),
             atr,
+            generated: std::collections::HashMap::new(),
         };
         if card.contents.pending.is_some() {
             // Whatever opens the card first finishes or undoes an unfinished change.
@@ -472,7 +481,28 @@ impl Card {
 
     /// Re-reads the contents after a write (same transaction as the caller's).
     pub fn reread(&mut self, ch: &mut dyn Channel) -> std::result::Result<(), CardError> {
-        let (contents, pin, puk) = read_contents(ch, &self.atr)?;
+        let (mut contents, pin, puk) = read_contents(ch, &self.atr)?;
+        // Keys generated here on a card that cannot report them, until their certificate
+        // (which then names the key) is on the card.
+        self.generated.retain(|slot, _| {
+            contents
+                .entry(*slot)
+                .is_none_or(|e| e.certificate.is_none())
+        });
+        for (slot, info) in &self.generated {
+            if contents.entry(*slot).is_some() {
+                continue;
+            }
+            let meta = keys::KeyMetadata {
+                algorithm: info.algorithm,
+                pin_policy: PinPolicy::Default,
+                generated: true,
+                public_key: Some(info.clone()),
+            };
+            if let Some(entry) = key_entry(*slot, None, Some(meta)) {
+                contents.entries.push(entry);
+            }
+        }
         self.contents = contents;
         self.read_at = std::time::Instant::now();
         // Keep the counters the caller just learned if the card reports none.
@@ -483,6 +513,14 @@ impl Card {
             self.puk = puk;
         }
         Ok(())
+    }
+
+    /// Remembers the public key of a key just generated in `slot` when the card cannot report
+    /// it (see [`Card::reread`]).
+    pub fn remember_generated(&mut self, slot: KeySlot, info: keys::PublicKeyInfo) {
+        if !self.contents.has_metadata {
+            self.generated.insert(slot, info);
+        }
     }
 
     /// Finishes or undoes the unfinished change the contents show, when the management key
@@ -574,8 +612,13 @@ fn read_contents(
     let serial_number = piv::serial(ch)?;
     let version = keys::version(ch)?;
     let pin_status = piv::verify_pin(ch, None)?;
+    // GET METADATA is tried once: when the PIN's answer is not its documented success the
+    // card does not offer it, and nothing else is asked.
     let pin_meta = keys::reference_metadata(ch, piv::key_ref::PIN)?;
-    let puk_meta = keys::reference_metadata(ch, piv::key_ref::PUK)?;
+    let puk_meta = match pin_meta {
+        Some(_) => keys::reference_metadata(ch, piv::key_ref::PUK)?,
+        None => None,
+    };
     let history = admin::key_history(ch)?.unwrap_or_default();
     let has_metadata = pin_meta.is_some();
 
@@ -611,8 +654,25 @@ fn read_contents(
     }
     let mut entries = Vec::new();
     for slot in slots {
-        let mut certificate =
-            admin::read_certificate(ch, slot)?.and_then(|der| CertFacts::parse(&der));
+        // One bad object is one missing object: a certificate that cannot be read or parsed
+        // is left out (and reported), the rest of the card stays usable.
+        let mut certificate = match admin::read_certificate(ch, slot) {
+            Ok(Some(der)) => {
+                let facts = CertFacts::parse(&der);
+                if facts.is_none() {
+                    log::warn!("the certificate in slot {slot} does not parse: left out");
+                    problems.push(Problem::UnreadableCertificate(slot));
+                }
+                facts
+            }
+            Ok(None) => None,
+            Err(e @ (CardError::Malformed(_) | CardError::Tlv(_) | CardError::Status(_))) => {
+                log::warn!("the certificate in slot {slot} cannot be read ({e}): left out");
+                problems.push(Problem::UnreadableCertificate(slot));
+                None
+            }
+            Err(e) => return Err(e),
+        };
         let meta = if has_metadata {
             keys::metadata(ch, slot)?
         } else {
@@ -647,6 +707,7 @@ fn read_contents(
                 && certificate.is_none()
                 && !staged
                 && !problems.contains(&Problem::Mismatch(slot))
+                && !problems.contains(&Problem::UnreadableCertificate(slot))
             {
                 problems.push(Problem::KeyWithoutCertificate(slot));
             }
@@ -686,10 +747,14 @@ fn read_contents(
 
 /// The CHUID's GUID (tag 34) as hex, for cards without GET SERIAL.
 fn chuid_serial(ch: &mut dyn Channel) -> std::result::Result<Option<String>, CardError> {
-    let Some(chuid) = piv::get_data(ch, 0x5FC102)? else {
+    let Some(chuid) = piv::get_optional(ch, 0x5FC102)? else {
         return Ok(None);
     };
-    Ok(crate::card::tlv::find(&chuid, 0x34)?.map(hex::encode))
+    Ok(crate::card::tlv::find(&chuid, 0x34)
+        .ok()
+        .flatten()
+        .filter(|g| !g.is_empty())
+        .map(hex::encode))
 }
 
 /// Builds a key entry from what the card said; `None` when the slot holds no key.

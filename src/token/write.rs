@@ -112,13 +112,17 @@ pub(crate) fn caps(card: &Card) -> Caps {
     Caps {
         metadata: c.has_metadata,
         move_key: matches!(c.version, Some([major, minor, _]) if (major, minor) >= (5, 7)),
+        // The Yubico extensions come together: a card that answers GET VERSION has IMPORT.
+        import: c.version.is_some(),
     }
 }
 
 /// Maps the refusals of the change planner to PKCS#11.
 fn change_error(e: CardError) -> Error {
     match e {
-        CardError::Status(StatusWord::InsNotSupported) => Error::new(CKR_FUNCTION_REJECTED),
+        CardError::Status(StatusWord::InsNotSupported | StatusWord::ClaNotSupported) => {
+            Error::new(CKR_FUNCTION_NOT_SUPPORTED)
+        }
         CardError::Status(StatusWord::NoSpace) => Error::new(CKR_DEVICE_MEMORY),
         CardError::Status(StatusWord::ReferenceNotFound) => Error::new(CKR_KEY_HANDLE_INVALID),
         other => other.into(),
@@ -175,7 +179,10 @@ fn write_key(
                 PublicKey::from_spki_der(&info.spki_der).ok().as_ref() == Some(want)
             })
         };
-        plans::load(ch, caps(card), &load, &accept)?;
+        let public = plans::load(ch, caps(card), &load, &accept)?;
+        if matches!(key, NewKey::Generate { .. }) {
+            card.remember_generated(slot, public);
+        }
         card.id_aliases.remove(&slot);
         Ok(Ok(()))
     })

@@ -72,20 +72,29 @@ impl KeyHistory {
 
 /// Reads Key History; `None` when the card has no such object.
 pub fn key_history(ch: &mut dyn Channel) -> Result<Option<KeyHistory>, CardError> {
-    let Some(value) = super::get_data(ch, KEY_HISTORY_TAG)? else {
+    let Some(value) = super::get_optional(ch, KEY_HISTORY_TAG)? else {
         return Ok(None);
     };
-    let byte = |tag| -> Result<u8, CardError> {
-        Ok(match tlv::find(&value, tag)? {
-            Some([b]) => *b,
-            _ => 0,
+    let parsed = (|| -> Result<KeyHistory, CardError> {
+        let byte = |tag| -> Result<u8, CardError> {
+            Ok(match tlv::find(&value, tag)? {
+                Some([b]) => (*b).min(20),
+                _ => 0,
+            })
+        };
+        Ok(KeyHistory {
+            on_card_certs: byte(0xC1)?,
+            off_card_certs: byte(0xC2)?,
+            url: tlv::find(&value, 0xF3)?.map(<[u8]>::to_vec),
         })
-    };
-    Ok(Some(KeyHistory {
-        on_card_certs: byte(0xC1)?,
-        off_card_certs: byte(0xC2)?,
-        url: tlv::find(&value, 0xF3)?.map(<[u8]>::to_vec),
-    }))
+    })();
+    match parsed {
+        Ok(h) => Ok(Some(h)),
+        Err(e) => {
+            log::warn!("Key History does not parse ({e}): no retired keys are read");
+            Ok(None)
+        }
+    }
 }
 
 /// Writes Key History (needs the management key).
@@ -102,7 +111,7 @@ pub fn write_key_history(ch: &mut dyn Channel, history: &KeyHistory) -> Result<(
 
 /// Whether ADMIN DATA says a management key is stored PIN-protected.
 pub fn management_key_is_protected(ch: &mut dyn Channel) -> Result<bool, CardError> {
-    let Some(admin) = super::get_data(ch, ADMIN_DATA_TAG)? else {
+    let Some(admin) = super::get_optional(ch, ADMIN_DATA_TAG)? else {
         return Ok(false);
     };
     let Some(inner) = tlv::find(&admin, 0x80)? else {

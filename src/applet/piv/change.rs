@@ -388,10 +388,11 @@ fn decode_pending(inner: &[u8]) -> Result<Pending, CardError> {
     })
 }
 
-/// Reads the change record (one GET DATA). A card that never had one reads as the default
-/// (no stamp, nothing pending); any answer but success or "not found" is the card's error.
+/// Reads the change record (one GET DATA). A card that never had one, or that keeps no such
+/// objects, reads as the default (no stamp, nothing pending); a record that does not parse is
+/// an error (never guessed at).
 pub fn read_record(ch: &mut dyn Channel) -> Result<Record, CardError> {
-    match get_data(ch, RECORD_TAG)? {
+    match super::get_optional(ch, RECORD_TAG)? {
         None => Ok(Record::default()),
         Some(v) if v.is_empty() => Ok(Record::default()),
         Some(v) => Record::decode(&v),
@@ -417,6 +418,12 @@ pub fn key_digest(ch: &mut dyn Channel, slot: KeySlot) -> Result<Option<Digest32
 /// A change in progress in the caller's transaction (management key authenticated).
 pub struct Change {
     record: Record,
+    /// The card took the record. A card that keeps no objects of Tessera's (a plain PIV card
+    /// refuses PUT DATA outside the SP 800-73-4 containers) gets the same steps in the same
+    /// order without it: copies stay in memory, and a crash is left to that order alone.
+    recorded: bool,
+    /// Copies held in memory when the card took no record.
+    copies: Vec<Vec<u8>>,
 }
 
 impl Change {
@@ -445,8 +452,25 @@ impl Change {
             stamp: Some(random8()),
             pending: Some(pending),
         };
-        write_record(ch, &record)?;
-        Ok(Self { record })
+        let recorded = match write_record(ch, &record) {
+            Ok(()) => true,
+            Err(CardError::Status(sw)) if sw != StatusWord::SecurityStatus => {
+                log::info!("the card keeps no change record ({sw}): the change runs unrecorded");
+                false
+            }
+            Err(e) => return Err(e),
+        };
+        Ok(Self {
+            record,
+            recorded,
+            copies: Vec::new(),
+        })
+    }
+
+    /// Whether the card holds the record (and so can keep Tessera's objects, chains
+    /// included).
+    pub fn recorded(&self) -> bool {
+        self.recorded
     }
 
     fn pending_mut(&mut self) -> Result<&mut Pending, CardError> {
@@ -469,14 +493,21 @@ impl Change {
             .areas
             .get(n)
             .ok_or(malformed("copy area not reserved"))?;
-        put_data(ch, area, bytes)?;
+        if self.recorded {
+            put_data(ch, area, bytes)?;
+        } else {
+            self.copies.push(bytes.to_vec());
+        }
         Ok(digest(bytes))
     }
 
     /// Records credential steps done so far (setup, retries).
     pub fn mark_steps(&mut self, ch: &mut dyn Channel, steps: u8) -> Result<(), CardError> {
         self.pending_mut()?.steps |= steps;
-        write_record(ch, &self.record)
+        if self.recorded {
+            write_record(ch, &self.record)?;
+        }
+        Ok(())
     }
 
     /// Commits the change (one PUT DATA: from here a crash is finished, not undone) and drives
@@ -494,9 +525,11 @@ impl Change {
             p.targets = targets;
             p.history = history;
         }
-        write_record(ch, &self.record)?;
+        if self.recorded {
+            write_record(ch, &self.record)?;
+        }
         let pending = self.record.pending.clone().ok_or(malformed("no change"))?;
-        apply(ch, &pending)
+        apply_with(ch, &pending, &self.copies)
     }
 
     /// Ends the change: a change never committed is undone (staged keys and copies removed);
@@ -506,7 +539,10 @@ impl Change {
         if pending.phase == Phase::Prepared {
             undo(ch, &pending)?;
         }
-        finish(ch, &pending)
+        if self.recorded {
+            finish(ch, &pending)?;
+        }
+        Ok(())
     }
 }
 
@@ -538,18 +574,34 @@ fn finish(ch: &mut dyn Channel, p: &Pending) -> Result<(), CardError> {
 
 /// Drives the card to a committed change's targets from whatever state it is in now.
 pub fn apply(ch: &mut dyn Channel, p: &Pending) -> Result<(), CardError> {
+    apply_with(ch, p, &[])
+}
+
+/// [`apply`], taking certificates and chains from `memory` before the copy areas.
+fn apply_with(ch: &mut dyn Channel, p: &Pending, memory: &[Vec<u8>]) -> Result<(), CardError> {
     place_keys(ch, p)?;
     for t in &p.targets {
-        let current = admin::read_certificate(ch, t.slot)?;
-        place_blob(ch, p, t.cert, current.as_deref(), |ch, bytes| match bytes {
-            Some(b) => admin::write_certificate(ch, t.slot, b),
-            None => admin::delete_certificate(ch, t.slot),
-        })?;
-        let tag = t.slot.chain_tag();
-        let current = get_data(ch, tag)?.filter(|v| !v.is_empty());
-        place_blob(ch, p, t.chain, current.as_deref(), |ch, bytes| {
-            put_data(ch, tag, bytes.unwrap_or_default())
-        })?;
+        if t.cert != Want::Keep {
+            let current = admin::read_certificate(ch, t.slot)?;
+            place_blob(
+                ch,
+                p,
+                memory,
+                t.cert,
+                current.as_deref(),
+                |ch, bytes| match bytes {
+                    Some(b) => admin::write_certificate(ch, t.slot, b),
+                    None => admin::delete_certificate(ch, t.slot),
+                },
+            )?;
+        }
+        if t.chain != Want::Keep {
+            let tag = t.slot.chain_tag();
+            let current = super::get_optional(ch, tag)?.filter(|v| !v.is_empty());
+            place_blob(ch, p, memory, t.chain, current.as_deref(), |ch, bytes| {
+                put_data(ch, tag, bytes.unwrap_or_default())
+            })?;
+        }
     }
     if let Some((on, off)) = p.history {
         let mut history = admin::key_history(ch)?.unwrap_or_default();
@@ -567,6 +619,7 @@ pub fn apply(ch: &mut dyn Channel, p: &Pending) -> Result<(), CardError> {
 fn place_blob(
     ch: &mut dyn Channel,
     p: &Pending,
+    memory: &[Vec<u8>],
     want: Want,
     current: Option<&[u8]>,
     mut write: impl FnMut(&mut dyn Channel, Option<&[u8]>) -> Result<(), CardError>,
@@ -577,6 +630,9 @@ fn place_blob(
         Want::Empty => write(ch, None),
         Want::Is(d) if current.is_some_and(|c| digest(c) == d) => Ok(()),
         Want::Is(d) => {
+            if let Some(bytes) = memory.iter().find(|b| digest(b) == d) {
+                return write(ch, Some(bytes));
+            }
             for area in &p.areas {
                 if let Some(bytes) = get_data(ch, *area)? {
                     if !bytes.is_empty() && digest(&bytes) == d {

@@ -204,11 +204,9 @@ pub fn spki_from_template(
 pub fn metadata(ch: &mut dyn Channel, slot: KeySlot) -> Result<Option<KeyMetadata>, CardError> {
     let resp = exchange(ch, &Command::new(0xF7, 0x00, slot.reference()))?;
     match resp.sw {
-        StatusWord::Success => {}
-        StatusWord::ReferenceNotFound | StatusWord::InsNotSupported | StatusWord::IncorrectP1P2 => {
-            return Ok(None)
-        }
-        sw => return Err(CardError::Status(sw)),
+        StatusWord::Success if !resp.data.is_empty() => {}
+        // An empty slot (6A88), or a card without the extension: nothing known.
+        _ => return Ok(None),
     }
     let algorithm = match tlv::find(&resp.data, 0x01)? {
         Some([id]) => {
@@ -251,24 +249,35 @@ pub fn reference_metadata(
     reference: u8,
 ) -> Result<Option<ReferenceMetadata>, CardError> {
     let resp = exchange(ch, &Command::new(0xF7, 0x00, reference))?;
-    if !resp.sw.is_success() {
+    // An optional extension: any error, an empty or a malformed answer means the card does
+    // not offer it (independent applets answer 9000 with no data).
+    if !resp.sw.is_success() || resp.data.is_empty() {
         return Ok(None);
     }
-    let algorithm = match tlv::find(&resp.data, 0x01)? {
-        Some([a]) => *a,
-        _ => 0xFF,
-    };
-    let is_default = matches!(tlv::find(&resp.data, 0x05)?, Some([1]));
-    let (total_tries, tries_left) = match tlv::find(&resp.data, 0x06)? {
-        Some([t, l]) => (Some(*t), Some(*l)),
-        _ => (None, None),
-    };
-    Ok(Some(ReferenceMetadata {
-        algorithm,
-        is_default,
-        total_tries,
-        tries_left,
-    }))
+    let parsed = (|| -> Result<ReferenceMetadata, CardError> {
+        let algorithm = match tlv::find(&resp.data, 0x01)? {
+            Some([a]) => *a,
+            _ => return Err(CardError::Malformed("metadata without algorithm")),
+        };
+        let is_default = matches!(tlv::find(&resp.data, 0x05)?, Some([1]));
+        let (total_tries, tries_left) = match tlv::find(&resp.data, 0x06)? {
+            Some([t, l]) => (Some(*t), Some(*l)),
+            _ => (None, None),
+        };
+        Ok(ReferenceMetadata {
+            algorithm,
+            is_default,
+            total_tries,
+            tries_left,
+        })
+    })();
+    match parsed {
+        Ok(m) => Ok(Some(m)),
+        Err(e) => {
+            log::debug!("GET METADATA {reference:02X}: {e}: treated as not offered");
+            Ok(None)
+        }
+    }
 }
 
 fn general_authenticate(
@@ -415,10 +424,11 @@ pub fn delete_key(ch: &mut dyn Channel, slot: KeySlot) -> Result<(), CardError> 
     Ok(())
 }
 
-/// GET VERSION (Yubico): major, minor, patch.
+/// GET VERSION (Yubico): major, minor, patch; `None` for any other answer (an optional
+/// extension).
 pub fn version(ch: &mut dyn Channel) -> Result<Option<[u8; 3]>, CardError> {
     let resp = exchange(ch, &Command::new(0xFD, 0x00, 0x00))?;
-    if !resp.sw.is_success() {
+    if !resp.sw.is_success() || resp.data.len() != 3 {
         return Ok(None);
     }
     Ok(resp.data.get(..3).and_then(|v| v.try_into().ok()))

@@ -140,14 +140,35 @@ pub fn get_data(ch: &mut dyn Channel, tag: tlv::Tag) -> Result<Option<Vec<u8>>, 
     let resp = exchange(ch, &cmd)?;
     match resp.sw {
         StatusWord::Success => {}
-        StatusWord::NotFound => return Ok(None),
+        // 6A82 is the standard's "not found"; independent applets answer 6A80 for an object
+        // they do not have.
+        StatusWord::NotFound | StatusWord::IncorrectData => return Ok(None),
         sw => return Err(CardError::Status(sw)),
+    }
+    if resp.data.is_empty() {
+        return Ok(None);
     }
     let (t, value, _) = tlv::take_do(&resp.data)?;
     if t != 0x53 && tag != 0x7E {
         return Err(CardError::Malformed("GET DATA answer is not a 53 object"));
     }
     Ok(Some(value.to_vec()))
+}
+
+/// GET DATA for an object the card may not have or not offer at all (Tessera's and Yubico's
+/// own objects, Key History, the CHUID): any refusal or a malformed answer reads as "not
+/// there". Only "security status not satisfied" (the object needs the PIN) and lost or reset
+/// cards are errors.
+pub fn get_optional(ch: &mut dyn Channel, tag: tlv::Tag) -> Result<Option<Vec<u8>>, CardError> {
+    match get_data(ch, tag) {
+        Ok(v) => Ok(v),
+        Err(e @ CardError::Status(StatusWord::SecurityStatus)) => Err(e),
+        Err(e @ (CardError::Status(_) | CardError::Malformed(_) | CardError::Tlv(_))) => {
+            log::debug!("GET DATA {tag:06X}: {e}: treated as absent");
+            Ok(None)
+        }
+        Err(e) => Err(e),
+    }
 }
 
 /// PUT DATA for one container; `value` goes inside the 53 wrapper (empty deletes it).
@@ -267,12 +288,9 @@ pub fn serial(ch: &mut dyn Channel) -> Result<Option<u32>, CardError> {
     if !resp.sw.is_success() {
         return Ok(None);
     }
-    let bytes: [u8; 4] = resp
-        .data
-        .get(..4)
-        .and_then(|b| b.try_into().ok())
-        .ok_or(CardError::Malformed("serial is not 4 bytes"))?;
-    Ok(Some(u32::from_be_bytes(bytes)))
+    // An optional extension: an answer that is not 4 bytes means "no serial from here".
+    let bytes: Option<[u8; 4]> = resp.data.as_slice().try_into().ok();
+    Ok(bytes.map(u32::from_be_bytes))
 }
 
 #[cfg(test)]

@@ -19,6 +19,8 @@ pub struct Caps {
     pub metadata: bool,
     /// MOVE KEY moves and deletes keys (Yubico 5.7).
     pub move_key: bool,
+    /// IMPORT ASYMMETRIC KEY takes a key from the host (Yubico; plain PIV cards lack it).
+    pub import: bool,
 }
 
 impl Caps {
@@ -120,6 +122,10 @@ pub fn load(
     load: &Load<'_>,
     accept: &dyn Fn(&PublicKeyInfo) -> bool,
 ) -> Result<PublicKeyInfo, CardError> {
+    if matches!(load.key, NewKey::Import { .. }) && !caps.import {
+        // Refused before anything is written.
+        return Err(refuse(StatusWord::InsNotSupported));
+    }
     let history = admin::key_history(ch)?.unwrap_or_default();
     let slot = load.slot;
     if !caps.staged() {
@@ -157,6 +163,8 @@ pub fn load(
         blobs.extend(old_chain.as_deref());
     }
     let mut change = Change::begin(ch, load.key.kind(), &[staging], blobs.len())?;
+    // A card that keeps no objects of Tessera's keeps no chains either.
+    let chains = change.recorded();
     let generated = load.key.put(ch, staging, slot)?;
     let public = match generated {
         Some(p) => p,
@@ -182,7 +190,11 @@ pub fn load(
     };
     let mut n = 0;
     let cert = copy(ch, &mut n, load.certificate)?;
-    let chain = copy(ch, &mut n, load.chain)?;
+    let chain = if chains {
+        copy(ch, &mut n, load.chain)?
+    } else {
+        Want::Keep
+    };
     let mut targets = vec![Target {
         slot,
         key: Want::Is(change::digest(&public.spki_der)),
@@ -235,6 +247,8 @@ fn load_after_retiring(
     .filter(|b| !b.is_empty())
     .collect();
     let mut change = Change::begin(ch, load.key.kind(), &[], blobs.len())?;
+    // A card that keeps no objects of Tessera's keeps no chains either.
+    let chains = change.recorded();
     let mut n = 0;
     let mut copy =
         |ch: &mut dyn Channel, bytes: Option<&[u8]>| match bytes.filter(|b| !b.is_empty()) {
@@ -246,7 +260,11 @@ fn load_after_retiring(
             }
         };
     let cert = copy(ch, load.certificate)?;
-    let chain = copy(ch, load.chain)?;
+    let chain = if chains {
+        copy(ch, load.chain)?
+    } else {
+        Want::Keep
+    };
     let retired = Target {
         slot: history_slot,
         key: Want::Is(old_key),
@@ -300,6 +318,8 @@ fn load_in_place(
     let blobs = usize::from(load.certificate.is_some())
         + usize::from(load.chain.is_some_and(|c| !c.is_empty()));
     let mut change = Change::begin(ch, load.key.kind(), &[], blobs)?;
+    // A card that keeps no objects of Tessera's keeps no chains either.
+    let chains = change.recorded();
     let mut n = 0;
     let mut copy =
         |ch: &mut dyn Channel, bytes: Option<&[u8]>| match bytes.filter(|b| !b.is_empty()) {
@@ -311,14 +331,18 @@ fn load_in_place(
             }
         };
     let cert = copy(ch, load.certificate)?;
-    let chain = copy(ch, load.chain)?;
+    let chain = if chains {
+        copy(ch, load.chain)?
+    } else {
+        Want::Keep
+    };
     change.commit(
         ch,
         vec![Target {
             slot,
             key: Want::Keep,
             cert: Want::Empty,
-            chain: Want::Empty,
+            chain: if chains { Want::Empty } else { Want::Keep },
         }],
         None,
     )?;
@@ -360,11 +384,14 @@ pub fn write_certificate(
     let chain = chain.map(|c| (!c.is_empty()).then_some(c));
     let areas = 1 + usize::from(matches!(chain, Some(Some(_))));
     let mut change = Change::begin(ch, Kind::WriteCertificate, &[], areas)?;
+    // A card that keeps no objects of Tessera's keeps no chains either.
+    let chains = change.recorded();
     let cert = Want::Is(change.keep_copy(ch, 0, der)?);
     let chain = match chain {
         None => Want::Keep,
-        Some(None) => Want::Empty,
-        Some(Some(c)) => Want::Is(change.keep_copy(ch, 1, c)?),
+        Some(None) if chains => Want::Empty,
+        Some(Some(c)) if chains => Want::Is(change.keep_copy(ch, 1, c)?),
+        Some(_) => Want::Keep,
     };
     change.commit(
         ch,
@@ -385,13 +412,15 @@ pub fn clear(ch: &mut dyn Channel, caps: Caps, slot: KeySlot, key: bool) -> Resu
         return Err(refuse(StatusWord::InsNotSupported));
     }
     let mut change = Change::begin(ch, Kind::Delete, &[], 0)?;
+    // A card that keeps no objects of Tessera's keeps no chains either.
+    let chains = change.recorded();
     change.commit(
         ch,
         vec![Target {
             slot,
             key: if key { Want::Empty } else { Want::Keep },
             cert: Want::Empty,
-            chain: Want::Empty,
+            chain: if chains { Want::Empty } else { Want::Keep },
         }],
         None,
     )?;
@@ -421,6 +450,8 @@ pub fn stage_renewal(
     };
     let staging: Vec<KeySlot> = if counted { vec![] } else { vec![slot] };
     let mut change = Change::begin(ch, Kind::StageRenewal, &staging, 0)?;
+    // A card that keeps no objects of Tessera's keeps no chains either.
+    let chains = change.recorded();
     let public = keys::generate(ch, slot, algorithm, policy)?;
     let history_after = (!counted).then(|| {
         (
@@ -434,7 +465,7 @@ pub fn stage_renewal(
             slot,
             key: Want::Is(change::digest(&public.spki_der)),
             cert: Want::Empty,
-            chain: Want::Empty,
+            chain: if chains { Want::Empty } else { Want::Keep },
         }],
         history_after,
     )?;
@@ -472,6 +503,8 @@ pub fn install_renewal(
     .flatten()
     .collect();
     let mut change = Change::begin(ch, Kind::InstallRenewal, &[spare], blobs.len())?;
+    // A card that keeps no objects of Tessera's keeps no chains either.
+    let chains = change.recorded();
     let mut n = 0;
     let mut copy = |ch: &mut dyn Channel, bytes: Option<&[u8]>| match bytes {
         None => Ok(Want::Empty),
@@ -482,13 +515,17 @@ pub fn install_renewal(
         }
     };
     let new_cert = copy(ch, Some(certificate))?;
-    let new_chain = if keep_chain {
+    let new_chain = if keep_chain || !chains {
         Want::Keep
     } else {
         copy(ch, chain)?
     };
     let old_cert = copy(ch, old_cert.as_deref())?;
-    let old_chain = copy(ch, old_chain.as_deref())?;
+    let old_chain = if chains {
+        copy(ch, old_chain.as_deref())?
+    } else {
+        Want::Keep
+    };
     change.commit(
         ch,
         vec![

@@ -169,8 +169,7 @@ impl Library {
         &self,
         h: CK_SESSION_HANDLE,
         credentials: &SetupCredentials<'_>,
-        algorithm: piv::ManagementAlgorithm,
-        new_key: &[u8],
+        new_key: Option<(piv::ManagementAlgorithm, &[u8])>,
     ) -> Result<()> {
         let c = credentials;
         for v in [c.pin, c.new_pin, c.puk, c.new_puk] {
@@ -211,17 +210,19 @@ impl Library {
                 }
                 change.mark_steps(ch, step::PIN_CHANGED)?;
                 piv::verify_pin(ch, Some(c.new_pin))?;
-                admin::store_pending_management_key(
-                    ch,
-                    current.as_deref().map(|k| &k[..]),
-                    algorithm,
-                    new_key,
-                )?;
-                change.mark_steps(ch, step::KEY_STORED)?;
-                admin::set_management_key(ch, algorithm, new_key)?;
-                piv::authenticate_management(ch, algorithm, new_key)?;
-                change.mark_steps(ch, step::KEY_SET)?;
-                admin::store_management_key(ch, new_key)?;
+                if let Some((algorithm, new_key)) = new_key {
+                    admin::store_pending_management_key(
+                        ch,
+                        current.as_deref().map(|k| &k[..]),
+                        algorithm,
+                        new_key,
+                    )?;
+                    change.mark_steps(ch, step::KEY_STORED)?;
+                    admin::set_management_key(ch, algorithm, new_key)?;
+                    piv::authenticate_management(ch, algorithm, new_key)?;
+                    change.mark_steps(ch, step::KEY_SET)?;
+                    admin::store_management_key(ch, new_key)?;
+                }
                 change.finish(ch)?;
                 card.reread(ch)?;
                 // Set-up logs nobody in: the card forgets the PIN it verified.
@@ -269,7 +270,17 @@ impl Library {
                     return Ok(Err(e));
                 }
                 let mut change = Change::begin(ch, Kind::PinRetries, &[], 0)?;
-                set_pin_retries(ch, pin_tries, puk_tries)?;
+                match set_pin_retries(ch, pin_tries, puk_tries) {
+                    Ok(()) => {}
+                    Err(CardError::Status(
+                        StatusWord::InsNotSupported | StatusWord::ClaNotSupported,
+                    )) => {
+                        // Nothing changed: the card lacks the command.
+                        change.finish(ch)?;
+                        return Ok(Err(Error::new(CKR_FUNCTION_NOT_SUPPORTED)));
+                    }
+                    Err(e) => return Err(e),
+                }
                 change.mark_steps(ch, step::RETRIES_SET)?;
                 if pin[..] != DEFAULT_PIN[..] {
                     admin::change_reference(ch, piv::key_ref::PIN, DEFAULT_PIN, &pin)?;
@@ -295,13 +306,7 @@ const DEFAULT_PUK: &[u8] = b"12345678";
 /// SET PIN RETRIES (Yubico): needs the PIN verified and the management key.
 fn set_pin_retries(ch: &mut dyn Channel, pin_tries: u8, puk_tries: u8) -> CardResult<()> {
     let cmd = crate::card::Command::new(0xFA, pin_tries, puk_tries).with_le(None);
-    match crate::card::exchange(ch, &cmd)?.success() {
-        Ok(_) => Ok(()),
-        Err(CardError::Status(StatusWord::InsNotSupported)) => {
-            Err(CardError::Status(StatusWord::InsNotSupported))
-        }
-        Err(e) => Err(e),
-    }
+    crate::card::exchange(ch, &cmd)?.success().map(|_| ())
 }
 
 /// The four values first-use set-up needs.

@@ -192,11 +192,7 @@ impl Library {
         }
         let raw = self.with_card(&slot, |state, ctx| {
             state.transact(&slot.source, ctx, key.needs_login, |ch, card| {
-                if let Some(pin) = &context_pin {
-                    let status = piv::verify_pin(ch, Some(pin))?;
-                    card.pin.record(status);
-                }
-                piv::keys::private_operation(ch, key.slot, key.algorithm, &input)
+                private_operation(ch, card, &key, context_pin.as_ref().map(|p| &p[..]), &input)
             })
         })?;
         let signature = op.finish(&raw)?;
@@ -359,10 +355,13 @@ impl Library {
                 }
                 let raw = self.with_card(&slot, |state, ctx| {
                     state.transact(&slot.source, ctx, key.needs_login, |ch, card| {
-                        if let Some(pin) = &context_pin {
-                            card.pin.record(piv::verify_pin(ch, Some(pin))?);
-                        }
-                        piv::keys::private_operation(ch, key.slot, key.algorithm, data)
+                        private_operation(
+                            ch,
+                            card,
+                            &key,
+                            context_pin.as_ref().map(|p| &p[..]),
+                            data,
+                        )
                     })
                 })?;
                 mechanism::decrypt_unpad(&mech, k, &raw)?
@@ -442,5 +441,31 @@ impl Library {
             ),
         );
         Ok(fresh)
+    }
+}
+
+/// The card's private-key operation (GENERAL AUTHENTICATE) for a key the session may use.
+/// A key that needs the PIN before every use was verified by C_Login(CKU_CONTEXT_SPECIFIC)
+/// just before: one VERIFY per operation. Only when the card answers that the verification is
+/// gone (another program's command came in between) is the PIN given for this very operation
+/// presented again, in the same transaction as the operation.
+fn private_operation(
+    ch: &mut dyn crate::card::Channel,
+    card: &mut crate::token::slot::Card,
+    key: &CardKey,
+    context_pin: Option<&[u8]>,
+    input: &[u8],
+) -> std::result::Result<zeroize::Zeroizing<Vec<u8>>, crate::card::CardError> {
+    use crate::card::{CardError, StatusWord};
+    match piv::keys::private_operation(ch, key.slot, key.algorithm, input) {
+        Err(CardError::Status(StatusWord::SecurityStatus)) => {
+            let Some(pin) = context_pin else {
+                return Err(CardError::Status(StatusWord::SecurityStatus));
+            };
+            let status = piv::verify_pin(ch, Some(pin))?;
+            card.pin.record(status);
+            piv::keys::private_operation(ch, key.slot, key.algorithm, input)
+        }
+        other => other,
     }
 }
