@@ -573,3 +573,22 @@ fn a_running_program_sees_an_import_through_pcscd() {
         );
     });
 }
+
+#[test]
+fn finalize_with_a_logged_in_session_leaves_the_card_not_verified() {
+    let Some(port) = lab_port() else { return };
+    let lab = Lab::up(&port, 5_200_010);
+    let init = Initialized::new(&[]);
+    let slot = lab.slot(&init);
+    let s = init.pkcs11.open_rw_session(slot).unwrap();
+    s.login(UserType::User, Some(&pin(PIN))).unwrap();
+    assert_eq!(lab.on_card(pin_status), PinStatus::Verified);
+    // The application never closes its session: it calls C_Finalize (as at process exit).
+    std::mem::forget(s);
+    drop(init);
+    assert_eq!(
+        lab.on_card(pin_status),
+        PinStatus::TriesLeft(3),
+        "after C_Finalize a fresh program's VERIFY-status query finds the card not verified"
+    );
+}
