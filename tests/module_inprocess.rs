@@ -2239,3 +2239,109 @@ fn the_module_finishes_an_interrupted_change_at_login() {
     let point = p256::EncodedPoint::from(scalar_b.public_key());
     verify_ecdsa(Curve::P256, point.as_bytes(), &hashed, &sig);
 }
+
+/// One bad object is one missing object: a certificate that does not parse is left out (and
+/// reported by `tessera status`); the rest of the card works.
+#[test]
+fn a_damaged_certificate_is_one_missing_object() {
+    use tessera_pkcs11::applet::piv::keys::{ImportKey, KeyAlgorithm, PinPolicy};
+    use tessera_pkcs11::applet::piv::plans::{self, Caps, Load, NewKey};
+    use tessera_pkcs11::applet::piv::{self, ManagementAlgorithm};
+    use tessera_pkcs11::vcard::{CardFile, CardState};
+
+    let dir = tempfile::tempdir().unwrap();
+    let prep = dir.path().join("prep.json");
+    CardFile::create(&prep, &CardState::factory(4_100_096)).unwrap();
+    let good = p256::SecretKey::random(&mut rand::rngs::OsRng);
+    let spki = {
+        use pkcs8::EncodePublicKey;
+        good.public_key()
+            .to_public_key_der()
+            .unwrap()
+            .as_bytes()
+            .to_vec()
+    };
+    let good_cert = certificate_for(&spki, "Still fine", false, false);
+    on_card_file(&prep, |ch| {
+        piv::select(ch)?;
+        piv::authenticate_management(
+            ch,
+            ManagementAlgorithm::TripleDes,
+            &piv::DEFAULT_MANAGEMENT_KEY,
+        )?;
+        let caps = Caps {
+            metadata: true,
+            move_key: true,
+            import: true,
+        };
+        for (slot, key, cert) in [
+            (
+                KeySlot::AUTHENTICATION,
+                p256::SecretKey::random(&mut rand::rngs::OsRng),
+                vec![0x30, 0x03, 0x02, 0x01, 0x00],
+            ),
+            (KeySlot::SIGNATURE, good.clone(), good_cert.clone()),
+        ] {
+            let bytes = key.to_bytes();
+            let import = ImportKey::Ec {
+                algorithm: KeyAlgorithm::EccP256,
+                scalar: &bytes,
+            };
+            let new_key = NewKey::Import {
+                key: &import,
+                policy: PinPolicy::Default,
+            };
+            let load = Load {
+                slot,
+                key: &new_key,
+                certificate: Some(&cert),
+                chain: None,
+                keep_old: false,
+            };
+            plans::load(ch, caps, &load, &|_| true)?;
+        }
+        Ok(())
+    });
+    let state = CardFile::open(&prep)
+        .unwrap()
+        .read(|s| (s.clone(), false))
+        .unwrap();
+    let f = Fresh::with_state(state);
+    let s = f.user();
+    let certs = s
+        .find_objects(&[Attribute::Class(ObjectClass::CERTIFICATE)])
+        .unwrap();
+    assert_eq!(certs.len(), 1, "only the certificate that parses is shown");
+    assert_eq!(attr_bytes(&s, certs[0], AttributeType::Value), good_cert);
+    let hashed = Hash::Sha256.digest(MESSAGE);
+    let private = object(&s, ObjectClass::PRIVATE_KEY, 0x02);
+    let point = p256::EncodedPoint::from(good.public_key());
+    let sig = {
+        s.sign_init(&Mechanism::Ecdsa, private).unwrap();
+        s.login(UserType::ContextSpecific, Some(&pin(PIN))).unwrap();
+        let (rv, sig) = raw_sign(s.handle(), &hashed);
+        assert_eq!(rv, CKR_OK);
+        sig
+    };
+    verify_ecdsa(Curve::P256, point.as_bytes(), &hashed, &sig);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tessera"))
+        .arg("--vcard")
+        .arg(&f.card)
+        .args(["--json", "status"])
+        .env_remove("TESSERA_VCARD")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let problems = report["problems"].as_array().unwrap();
+    assert!(
+        problems
+            .iter()
+            .any(|p| p["slot"] == "9a" && p["problem"].as_str().unwrap().contains("cannot be read")),
+        "status reports the damaged certificate: {problems:?}"
+    );
+}
