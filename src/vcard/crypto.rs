@@ -469,8 +469,8 @@ pub struct AttestedFacts {
     pub slot: u8,
     /// Card firmware version.
     pub version: [u8; 3],
-    /// Card serial number.
-    pub serial: u32,
+    /// Card serial number, when the card family names it in attestations (YubiKey 5 and later).
+    pub serial: Option<u32>,
     /// PIN policy byte (1 never, 2 once, 3 always).
     pub pin_policy: u8,
     /// Touch policy byte (1 never, 2 always, 3 cached).
@@ -537,9 +537,11 @@ where
         builder
             .add_extension(&FirmwareExt(f.version.to_vec()))
             .map_err(cert_error)?;
-        builder
-            .add_extension(&SerialExt(f.serial.to_der().map_err(cert_error)?))
-            .map_err(cert_error)?;
+        if let Some(serial) = f.serial {
+            builder
+                .add_extension(&SerialExt(serial.to_der().map_err(cert_error)?))
+                .map_err(cert_error)?;
+        }
         builder
             .add_extension(&PolicyExt(vec![f.pin_policy, f.touch_policy]))
             .map_err(cert_error)?;

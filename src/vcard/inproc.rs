@@ -1,7 +1,9 @@
 //! The virtual card reached in-process: a [`Transport`] whose APDUs run the applet directly
 //! against the state file. A PC/SC transaction becomes holding the file lock, so another
-//! process using the same card file waits, as it would behind pcscd. Faults that tests need
-//! (a reset by "another process", a removed card) are injected here.
+//! process using the same card file waits, as it would behind pcscd. The card presents its
+//! profile's ATR, and extended length is used only when that ATR announces it, as the PC/SC
+//! transport decides. Faults that tests need (a reset by "another process", a removed card) are
+//! injected here.
 
 use super::piv::Applet;
 use super::store::CardFile;
@@ -12,6 +14,8 @@ use std::path::Path;
 struct Session {
     file: CardFile,
     applet: Applet,
+    /// Whether the ATR announces extended Lc/Le.
+    extended: bool,
 }
 
 impl Channel for Session {
@@ -24,7 +28,7 @@ impl Channel for Session {
     }
 
     fn extended_length(&self) -> bool {
-        true
+        self.extended
     }
 }
 
@@ -40,12 +44,15 @@ pub struct VirtualTransport {
 impl VirtualTransport {
     /// Opens the card file at `path`.
     pub fn open(path: &Path) -> Result<Self, CardError> {
+        let mut file = CardFile::open(path)?;
+        let atr = file.read(|state| (state.atr(), false))?;
         Ok(Self {
             session: Session {
-                file: CardFile::open(path)?,
+                file,
                 applet: Applet::new(),
+                extended: crate::card::atr::supports_extended_length(&atr),
             },
-            atr: super::atr(),
+            atr,
             name: format!("Tessera Virtual PIV {}", path.display()),
             reset_pending: false,
             removed: false,
@@ -94,5 +101,49 @@ impl Transport for VirtualTransport {
 
     fn name(&self) -> &str {
         &self.name
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::card::apdu::{exchange, Command};
+    use crate::vcard::{CardState, Profile};
+
+    /// Each profile's card presents its own ATR in-process, and long data reaches it the way
+    /// that ATR allows: extended length or command chaining.
+    #[test]
+    fn the_transport_presents_the_profile() {
+        let dir = tempfile::tempdir().unwrap();
+        for profile in Profile::ALL {
+            let path = dir.path().join(format!("{profile}.json"));
+            // A 9A certificate container: over 255 bytes each way.
+            let object = crate::vcard::state::certificate_object(&[0x30; 1500]);
+            let mut state = CardState::factory_for(profile, 7);
+            state.objects.insert(0x5FC105, object.clone());
+            CardFile::create(&path, &state).unwrap();
+            let mut t = VirtualTransport::open(&path).unwrap();
+            assert_eq!(t.atr(), &profile.atr()[..]);
+            let mut seen = None;
+            t.transaction(&mut |ch| {
+                seen = Some(ch.extended_length());
+                let mut put = vec![0x5C, 0x03, 0x5F, 0xC1, 0x05];
+                put.extend_from_slice(&object);
+                let r = exchange(ch, &Command::new(0xDB, 0x3F, 0xFF).with_data(&put))?;
+                // Not authenticated: refused, but only once the whole command arrived.
+                assert_eq!(u16::from(r.sw), 0x6982, "{profile}");
+                let get = Command::new(0xCB, 0x3F, 0xFF).with_data(&put[..5]);
+                let r = exchange(ch, &get)?;
+                assert!(r.sw.is_success(), "{profile}: {:?}", r.sw);
+                assert_eq!(&r.data[..], &object[..], "{profile}");
+                Ok(())
+            })
+            .unwrap();
+            assert_eq!(
+                seen,
+                Some(matches!(profile, Profile::YubiKey57 | Profile::PivBasic)),
+                "{profile}"
+            );
+        }
     }
 }

@@ -2,15 +2,18 @@
 //! extensions): APDU parsing for every ISO case, command chaining in, 61xx GET RESPONSE out, and
 //! the command handlers. It owns only volatile state (verifications, pending challenges,
 //! buffers); everything persistent lives in [`CardState`], which the caller loads and saves.
-//! Key commands (GENERAL AUTHENTICATE, GENERATE, IMPORT, MOVE, METADATA, ATTEST) are in
-//! `piv/keys.rs`. Nothing here may panic on any input: the applet is fuzzed.
+//! What differs between card families (which commands exist, status words, algorithms) is asked
+//! of the state's [`Profile`], never decided here. Key commands (GENERAL AUTHENTICATE, GENERATE,
+//! IMPORT, MOVE, METADATA, ATTEST) are in `piv/keys.rs`. Nothing here may panic on any input:
+//! the applet is fuzzed.
 
 mod keys;
 #[cfg(test)]
 mod tests;
 
 use super::crypto::{self, MgmtAlgorithm};
-use super::state::{CardState, ManagementKey, Reference, Secret, TouchPolicy, TAG_DISCOVERY};
+use super::profile::{Extension, Profile};
+use super::state::{CardState, ManagementKey, Reference, Secret, TouchPolicy};
 use crate::card::tlv;
 use zeroize::Zeroizing;
 
@@ -18,8 +21,6 @@ use zeroize::Zeroizing;
 pub const PIV_AID: [u8; 11] = [
     0xA0, 0x00, 0x00, 0x03, 0x08, 0x00, 0x00, 0x10, 0x00, 0x01, 0x00,
 ];
-/// Firmware version reported by GET VERSION (a YubiKey 5.7 feature set).
-pub const VERSION: [u8; 3] = [5, 7, 1];
 /// Largest data object PUT DATA accepts (the complete `53 L …` encoding).
 pub const MAX_OBJECT: usize = 4096;
 /// Largest command data accepted through chaining or extended length.
@@ -47,6 +48,11 @@ impl Sw {
     const WRONG_INS: Sw = Sw(0x6D00);
     const WRONG_CLA: Sw = Sw(0x6E00);
 
+    /// 6Cxx: wrong Le, `n` bytes are available.
+    fn correct_length(n: usize) -> Sw {
+        Sw(0x6C00 | u16::try_from(n).ok().filter(|&n| n < 256).unwrap_or(0))
+    }
+
     /// Verification failed, `n` tries left (63Cx; the nibble saturates at 15).
     fn tries(n: u8) -> Sw {
         Sw(0x63C0 | u16::from(n.min(15)))
@@ -69,6 +75,8 @@ struct Apdu<'a> {
     data: &'a [u8],
     /// Expected response length (Ne): `None` when the APDU has no Le field.
     ne: Option<usize>,
+    /// Whether Lc or Le came in extended form.
+    extended: bool,
 }
 
 /// Parses the four ISO 7816-3 cases in short and extended form.
@@ -78,6 +86,7 @@ fn parse_apdu(raw: &[u8]) -> Result<Apdu<'_>, Sw> {
         None => return Err(Sw::WRONG_LENGTH),
     };
     let [cla, ins, p1, p2] = header;
+    let extended = matches!(*body, [0, _, _, ..]);
     let mk = |data, ne| Apdu {
         cla,
         ins,
@@ -85,6 +94,7 @@ fn parse_apdu(raw: &[u8]) -> Result<Apdu<'_>, Sw> {
         p2,
         data,
         ne,
+        extended,
     };
     let short_ne = |b: u8| if b == 0 { 256 } else { usize::from(b) };
     let ext_ne = |hi: u8, lo: u8| match u16::from_be_bytes([hi, lo]) {
@@ -192,6 +202,10 @@ impl Applet {
 
     fn process_raw(&mut self, state: &mut CardState, raw: &[u8]) -> Vec<u8> {
         let cmd = match parse_apdu(raw) {
+            Ok(c) if c.extended && !state.profile.extended_length() => Err(Sw::WRONG_LENGTH),
+            parsed => parsed,
+        };
+        let cmd = match cmd {
             Ok(c) => c,
             Err(sw) => {
                 self.chain = None;
@@ -204,7 +218,7 @@ impl Applet {
             return Sw::WRONG_CLA.bytes().to_vec();
         }
         if cmd.ins == 0xC0 && cmd.cla & 0x10 == 0 {
-            return self.get_response(&cmd);
+            return self.get_response(state.profile, &cmd);
         }
         self.remaining.clear();
 
@@ -266,20 +280,33 @@ impl Applet {
         response
     }
 
-    fn get_response(&mut self, cmd: &Apdu<'_>) -> Vec<u8> {
+    fn get_response(&mut self, profile: Profile, cmd: &Apdu<'_>) -> Vec<u8> {
         if cmd.p1 != 0 || cmd.p2 != 0 {
             return Sw::WRONG_P1P2.bytes().to_vec();
         }
         if self.remaining.is_empty() {
             return Sw::CONDITIONS.bytes().to_vec();
         }
+        let left = self.remaining.len();
+        // Short Le 00 (256) asks for everything up to 256 bytes: never a wrong Le.
+        if profile.strict_get_response_le()
+            && cmd
+                .ne
+                .is_some_and(|ne| ne > left && ne != 256 && !cmd.extended)
+        {
+            // The remainder stays for a GET RESPONSE with the right Le.
+            return Sw::correct_length(left).bytes().to_vec();
+        }
         let out = std::mem::take(&mut self.remaining);
         self.respond(out, Some(cmd.ne.unwrap_or(256)))
     }
 
     fn execute(&mut self, state: &mut CardState, cmd: &Apdu<'_>) -> Reply {
+        if let Some(sw) = Extension::from_ins(cmd.ins).and_then(|e| state.profile.refusal(e)) {
+            return Err(Sw(sw));
+        }
         match cmd.ins {
-            0xA4 => self.select(cmd),
+            0xA4 => self.select(state.profile, cmd),
             0xCB => self.get_data(state, cmd),
             0xDB => self.put_data(state, cmd),
             0x20 => self.verify(state, cmd),
@@ -287,7 +314,7 @@ impl Applet {
             0x2C => self.reset_retry_counter(state, cmd),
             0x87 => self.general_authenticate(state, cmd),
             0x47 => self.generate(state, cmd),
-            0xFD => Ok(VERSION.to_vec()),
+            0xFD => state.profile.version().map(Vec::from).ok_or(Sw::WRONG_INS),
             0xF8 => Ok(state.serial.to_be_bytes().to_vec()),
             0xF7 => self.metadata(state, cmd),
             0xFF => self.set_management_key(state, cmd),
@@ -301,7 +328,7 @@ impl Applet {
     }
 
     /// SELECT by (possibly truncated, at least the RID) PIV AID.
-    fn select(&mut self, cmd: &Apdu<'_>) -> Reply {
+    fn select(&mut self, profile: Profile, cmd: &Apdu<'_>) -> Reply {
         if cmd.p1 != 0x04 || !matches!(cmd.p2, 0x00 | 0x0C) {
             return Err(Sw::WRONG_P1P2);
         }
@@ -321,13 +348,15 @@ impl Applet {
             0x79,
             &tlv::encode(0x4F, PIV_AID.get(..5).unwrap_or_default()),
         );
-        tlv::push_do(&mut apt, 0x50, LABEL);
-        let mut algs = Vec::new();
-        for id in [0x07, 0x05, 0x16, 0x11, 0x14, 0x03, 0x08, 0x0A, 0x0C] {
-            tlv::push_do(&mut algs, 0x80, &[id]);
+        if let Some(ids) = profile.select_algorithms() {
+            tlv::push_do(&mut apt, 0x50, LABEL);
+            let mut algs = Vec::new();
+            for &id in ids {
+                tlv::push_do(&mut algs, 0x80, &[id]);
+            }
+            tlv::push_do(&mut algs, 0x06, &[0x00]);
+            tlv::push_do(&mut apt, 0xAC, &algs);
         }
-        tlv::push_do(&mut algs, 0x06, &[0x00]);
-        tlv::push_do(&mut apt, 0xAC, &algs);
         Ok(tlv::encode(0x61, &apt))
     }
 
@@ -340,7 +369,11 @@ impl Applet {
         if tag == TAG_PRINTED && !self.pin_verified {
             return Err(Sw::SECURITY);
         }
-        state.objects.get(&tag).cloned().ok_or(Sw::NOT_FOUND)
+        let absent = Sw(state.profile.absent_object_sw());
+        if !state.profile.keeps_object(tag) {
+            return Err(absent);
+        }
+        state.objects.get(&tag).cloned().ok_or(absent)
     }
 
     fn put_data(&mut self, state: &mut CardState, cmd: &Apdu<'_>) -> Reply {
@@ -364,7 +397,7 @@ impl Applet {
             0x7E | 0x7F61 if rest.is_empty() => (first, cmd.data, value.len()),
             _ => return Err(Sw::WRONG_DATA),
         };
-        if !writable(tag) {
+        if !state.profile.keeps_object(tag) {
             return Err(Sw::WRONG_DATA);
         }
         if object.len() > MAX_OBJECT {
@@ -492,7 +525,9 @@ impl Applet {
             return Err(Sw::SECURITY);
         }
         let (&alg, rest) = cmd.data.split_first().ok_or(Sw::WRONG_DATA)?;
-        let alg = MgmtAlgorithm::from_id(alg).ok_or(Sw::WRONG_DATA)?;
+        let alg = MgmtAlgorithm::from_id(alg)
+            .filter(|&a| state.profile.has_management_algorithm(a))
+            .ok_or(Sw::WRONG_DATA)?;
         let key = tlv::expect_only(rest, 0x9B).map_err(|_| Sw::WRONG_DATA)?;
         if key.len() != alg.key_len() {
             return Err(Sw::WRONG_DATA);
@@ -550,12 +585,6 @@ fn object_tag(id: &[u8]) -> Option<u32> {
         return None;
     }
     Some(id.iter().fold(0u32, |acc, &b| (acc << 8) | u32::from(b)))
-}
-
-/// Tags PUT DATA may write: the SP 800-73-4 containers, Yubico's 5FFFxx objects, Discovery and
-/// the BIT group template.
-fn writable(tag: u32) -> bool {
-    matches!(tag, 0x5FC100..=0x5FC1FF | 0x5FFF00..=0x5FFFFF | TAG_DISCOVERY | 0x7F61)
 }
 
 /// Splits the 16-byte data of CHANGE REFERENCE DATA / RESET RETRY COUNTER.

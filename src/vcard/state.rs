@@ -1,9 +1,11 @@
-//! Persistent state of the virtual PIV card: everything that survives power-off (serial, PIN and
-//! PUK with their counters, management key, data objects, private keys with their policies) and
-//! the factory image. It is plain data with a readable JSON form (binary as hex); the applet in
-//! `piv.rs` decides what the data means, and `store.rs` owns the file.
+//! Persistent state of the virtual PIV card: everything that survives power-off (serial, the
+//! behaviour profile, PIN and PUK with their counters, management key, data objects, private
+//! keys with their policies) and the factory image of each profile. It is plain data with a
+//! readable JSON form (binary as hex); the applet in `piv.rs` decides what the data means, and
+//! `store.rs` owns the file.
 
 use super::crypto::{self, KeyAlgorithm, MgmtAlgorithm, PrivateKey};
+use super::profile::{Extension, Profile};
 use crate::card::tlv;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use sha2::{Digest, Sha256};
@@ -257,8 +259,11 @@ impl ManagementKey {
 /// Everything the card keeps across power cycles.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct CardState {
-    /// Card serial number (GET SERIAL).
+    /// Card serial number (GET SERIAL; the CHUID and CCC are derived from it).
     pub serial: u32,
+    /// The card family the applet behaves like (files from before profiles: yubikey-5.7).
+    #[serde(default)]
+    pub profile: Profile,
     /// Application PIN (reference 80).
     pub pin: Reference,
     /// PIN unblocking key (reference 81).
@@ -275,19 +280,32 @@ pub struct CardState {
 }
 
 impl CardState {
-    /// A factory-fresh card: default PIN, PUK and management key, CCC, CHUID and Discovery
-    /// objects derived from the serial, and an attestation key in F9 with its self-signed
-    /// certificate (in object 5FFF01).
+    /// A factory-fresh card with the default profile (yubikey-5.7): see
+    /// [`CardState::factory_for`].
     pub fn factory(serial: u32) -> Self {
-        let mut state = Self::blank(serial);
-        state.install_attestation();
+        Self::factory_for(Profile::default(), serial)
+    }
+
+    /// A factory-fresh card of `profile`: default PIN, PUK and management key, CCC, CHUID and
+    /// Discovery objects derived from the serial and, where the profile has ATTEST, an
+    /// attestation key in F9 with its self-signed certificate (in object 5FFF01).
+    pub fn factory_for(profile: Profile, serial: u32) -> Self {
+        let mut state = Self::blank(profile, serial);
+        if profile.has(Extension::Attest) {
+            state.install_attestation();
+        }
         state
+    }
+
+    /// The card's answer-to-reset (its profile's).
+    pub fn atr(&self) -> Vec<u8> {
+        self.profile.atr()
     }
 
     /// Back to the factory image as PIV RESET does, keeping the serial and the attestation key
     /// and certificate (they identify the card, and regenerating them would be pointless).
     pub fn reset_to_factory(&mut self) {
-        let mut fresh = Self::blank(self.serial);
+        let mut fresh = Self::blank(self.profile, self.serial);
         match (
             self.keys.remove(&SLOT_ATTESTATION),
             self.objects.remove(&TAG_ATTESTATION_CERT),
@@ -296,19 +314,21 @@ impl CardState {
                 fresh.keys.insert(SLOT_ATTESTATION, key);
                 fresh.objects.insert(TAG_ATTESTATION_CERT, cert);
             }
-            _ => fresh.install_attestation(),
+            _ if self.profile.has(Extension::Attest) => fresh.install_attestation(),
+            _ => {}
         }
         *self = fresh;
     }
 
     /// The factory image without an attestation key.
-    fn blank(serial: u32) -> Self {
+    fn blank(profile: Profile, serial: u32) -> Self {
         let mut objects = BTreeMap::new();
         objects.insert(TAG_CHUID, chuid(serial));
         objects.insert(TAG_CCC, ccc(serial));
         objects.insert(TAG_DISCOVERY, discovery());
         Self {
             serial,
+            profile,
             pin: Reference::new(DEFAULT_PIN),
             puk: Reference::new(DEFAULT_PUK),
             management_key: ManagementKey {

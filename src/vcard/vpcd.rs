@@ -1,7 +1,7 @@
 //! The virtual card attached to pcscd through the vsmartcard `vpcd` reader driver. The driver
 //! listens; we connect and answer frames (2-byte big-endian length, then payload). A one-byte
 //! payload is a control code (0 power off, 1 power on, 2 reset, 4 send ATR); anything else is a
-//! command APDU answered by exactly one response. Debian's vpcd writes header and payload in
+//! command APDU answered by exactly one response. The ATR is the card profile's. Debian's vpcd writes header and payload in
 //! two segments without TCP_NODELAY, so TCP_QUICKACK is re-armed before every read (else each
 //! APDU stalls ~44 ms on delayed ACKs).
 
@@ -69,7 +69,7 @@ fn write_frame(stream: &mut TcpStream, payload: &[u8]) -> io::Result<()> {
 pub fn serve(path: &Path, addr: &str, stop: Arc<AtomicBool>, once: bool) -> Result<(), CardError> {
     let mut file = CardFile::open(path)?;
     let mut applet = Applet::new();
-    let atr = super::atr();
+    let atr = file.read(|state| (state.atr(), false))?;
     let mut announced = false;
     while !stop.load(Ordering::SeqCst) {
         let mut stream = match TcpStream::connect(addr) {

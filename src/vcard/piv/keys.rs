@@ -1,11 +1,13 @@
 //! Key commands of the PIV applet: GENERAL AUTHENTICATE (management-key authentication and
 //! private-key operations), GENERATE ASYMMETRIC KEY PAIR, and the Yubico IMPORT, MOVE KEY,
 //! GET METADATA and ATTEST. Slot rules (which references hold keys, default PIN policies) live
-//! here; the arithmetic lives in `crypto.rs`.
+//! here; the arithmetic lives in `crypto.rs`, and which algorithms and policies a card family
+//! has in its profile.
 
-use super::{Apdu, Applet, PendingAuth, Reply, Sw, VERSION};
+use super::{Apdu, Applet, PendingAuth, Reply, Sw};
 use crate::card::tlv;
 use crate::vcard::crypto::{self, CryptoError, KeyAlgorithm, MgmtAlgorithm, PrivateKey};
+use crate::vcard::profile::Profile;
 use crate::vcard::state::{
     CardState, KeyOrigin, PinPolicy, SlotKey, TouchPolicy, SLOT_ATTESTATION, TAG_ATTESTATION_CERT,
 };
@@ -53,8 +55,21 @@ fn auth_response(tag: u32, value: &[u8]) -> Vec<u8> {
     tlv::encode(0x7C, &tlv::encode(tag, value))
 }
 
-/// PIN and touch policy bytes from the optional `AA`/`AB` objects (0 or absent = default).
-fn policies(items: &[(u32, &[u8])], slot: u8) -> Result<(PinPolicy, TouchPolicy), Sw> {
+/// The key algorithm named by `id`, when the card has it.
+fn key_algorithm(profile: Profile, id: u8) -> Option<KeyAlgorithm> {
+    KeyAlgorithm::from_id(id).filter(|&a| profile.has_key_algorithm(a))
+}
+
+/// PIN and touch policy bytes from the optional `AA`/`AB` objects (0 or absent = default); a
+/// card without Yubico's policies refuses them.
+fn policies(
+    profile: Profile,
+    items: &[(u32, &[u8])],
+    slot: u8,
+) -> Result<(PinPolicy, TouchPolicy), Sw> {
+    if !profile.has_key_policies() && items.iter().any(|(t, _)| matches!(t, 0xAA | 0xAB)) {
+        return Err(Sw::WRONG_DATA);
+    }
     let byte = |tag| match find(items, tag) {
         None => Ok(0),
         Some([b]) => Ok(*b),
@@ -187,10 +202,10 @@ impl Applet {
             .collect::<Result<Vec<_>, _>>()
             .map_err(|_| Sw::WRONG_DATA)?;
         let alg = match find(&items, 0x80) {
-            Some([id]) => KeyAlgorithm::from_id(*id).ok_or(Sw::WRONG_DATA)?,
+            Some([id]) => key_algorithm(state.profile, *id).ok_or(Sw::WRONG_DATA)?,
             _ => return Err(Sw::WRONG_DATA),
         };
-        let (pin, touch) = policies(&items, cmd.p2)?;
+        let (pin, touch) = policies(state.profile, &items, cmd.p2)?;
         let key = PrivateKey::generate(alg).map_err(crypto_sw)?;
         let stored = SlotKey::new(&key, pin, touch, KeyOrigin::Generated).map_err(crypto_sw)?;
         state.keys.insert(cmd.p2, stored);
@@ -201,7 +216,7 @@ impl Applet {
     /// IMPORT ASYMMETRIC KEY (Yubico): RSA from `01 p, 02 q` (the CRT values `03`–`05` are
     /// recomputed), EC from `06 scalar`; optional `AA`/`AB` policies.
     pub(super) fn import_key(&mut self, state: &mut CardState, cmd: &Apdu<'_>) -> Reply {
-        let alg = KeyAlgorithm::from_id(cmd.p1).ok_or(Sw::WRONG_P1P2)?;
+        let alg = key_algorithm(state.profile, cmd.p1).ok_or(Sw::WRONG_P1P2)?;
         if !is_key_slot(cmd.p2) && cmd.p2 != SLOT_ATTESTATION {
             return Err(Sw::WRONG_P1P2);
         }
@@ -230,7 +245,7 @@ impl Applet {
         if key.algorithm().ok() != Some(alg) {
             return Err(Sw::WRONG_DATA);
         }
-        let (pin, touch) = policies(&items, cmd.p2)?;
+        let (pin, touch) = policies(state.profile, &items, cmd.p2)?;
         let stored = SlotKey::new(&key, pin, touch, KeyOrigin::Imported).map_err(crypto_sw)?;
         state.keys.insert(cmd.p2, stored);
         self.changed = true;
@@ -254,8 +269,12 @@ impl Applet {
         Ok(Vec::new())
     }
 
-    /// GET METADATA (Yubico): PIN/PUK (80/81), management key (9B) or a key slot.
+    /// GET METADATA (Yubico): PIN/PUK (80/81), management key (9B) or a key slot; nothing at
+    /// all, successfully, on a card whose profile answers so.
     pub(super) fn metadata(&mut self, state: &CardState, cmd: &Apdu<'_>) -> Reply {
+        if state.profile.empty_metadata() {
+            return Ok(Vec::new());
+        }
         let mut out = Vec::new();
         match cmd.p2 {
             0x80 | 0x81 => {
@@ -306,8 +325,8 @@ impl Applet {
             .and_then(|inner| tlv::find(inner, 0x70).ok().flatten());
         let facts = crypto::AttestedFacts {
             slot: cmd.p1,
-            version: VERSION,
-            serial: state.serial,
+            version: state.profile.version().ok_or(Sw::WRONG_INS)?,
+            serial: state.profile.attests_serial().then_some(state.serial),
             pin_policy: k.pin_policy.id(),
             touch_policy: k.touch_policy.id(),
         };

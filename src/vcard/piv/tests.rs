@@ -1,5 +1,8 @@
 //! Tests of the PIV applet through raw APDUs, with the host side (management-key cipher,
-//! signature checks) done independently with the RustCrypto crates.
+//! signature checks) done independently with the RustCrypto crates. The behaviour profiles have
+//! their own tests in `tests/profiles.rs`; everything here runs on the default profile.
+
+mod profiles;
 
 use super::*;
 use crate::card::apdu::Command;
@@ -68,6 +71,13 @@ impl Card {
         Card {
             applet: Applet::new(),
             state: CardState::factory(SERIAL),
+        }
+    }
+
+    fn with_profile(profile: crate::vcard::Profile) -> Self {
+        Card {
+            applet: Applet::new(),
+            state: CardState::factory_for(profile, SERIAL),
         }
     }
 
