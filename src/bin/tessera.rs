@@ -171,10 +171,26 @@ enum VcardCommand {
     /// Create a factory-fresh virtual PIV card (PIN 123456, PUK 12345678, default 3DES key).
     ///
     /// Example: tessera vcard init ~/.local/share/tessera/card.json --serial 1000001
+    ///
+    /// Example: tessera vcard init plain.json --profile piv-basic
     Init {
         /// Card state file to create (refuses to overwrite). The card's serial number
-        /// (GET SERIAL) is the global --serial N, random when omitted.
+        /// (GET SERIAL, and the CHUID's GUID) is the global --serial N, random when omitted.
         file: PathBuf,
+        /// The card family the card behaves like: yubikey-5.7 (every YubiKey extension),
+        /// yubikey-4 (firmware 4.3.7: no GET METADATA, MOVE KEY, GET SERIAL or AES management
+        /// key), piv-basic (plain SP 800-73-4: no YubiKey extension, no admin data), quirky
+        /// (odd answers of independent PIV applets, no extended length).
+        #[arg(
+            long,
+            value_name = "NAME",
+            default_value = "yubikey-5.7",
+            value_parser = clap::builder::TypedValueParser::try_map(
+                clap::builder::PossibleValuesParser::new(vcard::Profile::ALL.map(vcard::Profile::name)),
+                |name| name.parse::<vcard::Profile>(),
+            )
+        )]
+        profile: vcard::Profile,
     },
     /// Insert the card into pcscd's vpcd reader until SIGTERM/SIGINT.
     ///
@@ -431,17 +447,18 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
                 &mut std::io::stdout(),
             );
         }
-        Command::Vcard(VcardCommand::Init { file }) => {
+        Command::Vcard(VcardCommand::Init { file, profile }) => {
             let serial = match &opts.serial {
                 Some(s) => s
                     .parse::<u32>()
                     .map_err(|_| format!("--serial must be a number, not {s}"))?,
                 None => rand::random::<u32>() % 90_000_000 + 10_000_000,
             };
-            CardFile::create(&file, &CardState::factory(serial))?;
+            CardFile::create(&file, &CardState::factory_for(profile, serial))?;
             println!(
-                "created virtual PIV card {} (serial {serial})",
-                file.display()
+                "created virtual PIV card {} (serial {serial}, profile {profile}: {})",
+                file.display(),
+                profile.models()
             );
         }
         Command::Vcard(VcardCommand::Serve { file, vpcd, once }) => {
