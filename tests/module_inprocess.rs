@@ -2069,25 +2069,8 @@ fn a_running_program_sees_an_import_by_another_process() {
     let f = Fresh::new(4_100_091);
     let s = f.user();
     let dir = tempfile::tempdir().unwrap();
-    let pin_file = dir.path().join("pin");
-    std::fs::write(&pin_file, format!("{PIN}\n")).unwrap();
     running::running_client_sees_an_import(&s, dir.path(), |p12, pw| {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_tessera"))
-            .arg("--vcard")
-            .arg(&f.card)
-            .args(["import", "--slot", "9a", "--password-file"])
-            .arg(pw)
-            .arg("--pin-file")
-            .arg(&pin_file)
-            .arg(p12)
-            .env_remove("TESSERA_VCARD")
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "tessera import: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        running::tessera_import(&["--vcard".as_ref(), f.card.as_os_str()], p12, pw);
     });
 }
 

@@ -553,24 +553,8 @@ fn a_running_program_sees_an_import_through_pcscd() {
     let s = init.pkcs11.open_rw_session(slot).unwrap();
     s.login(UserType::User, Some(&pin(PIN))).unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let pin_file = dir.path().join("pin");
-    std::fs::write(&pin_file, format!("{PIN}\n")).unwrap();
     running::running_client_sees_an_import(&s, dir.path(), |p12, pw| {
-        let out = Process::new(env!("CARGO_BIN_EXE_tessera"))
-            .args(["--reader", &lab.reader.name])
-            .args(["import", "--slot", "9a", "--password-file"])
-            .arg(pw)
-            .arg("--pin-file")
-            .arg(&pin_file)
-            .arg(p12)
-            .env_remove("TESSERA_VCARD")
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "tessera import through pcscd: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        running::tessera_import(&["--reader".as_ref(), lab.reader.name.as_ref()], p12, pw);
     });
 }
 

@@ -63,6 +63,29 @@ pub fn new_ecert(dir: &Path, cn: &str) -> (PathBuf, PathBuf, Vec<u8>) {
     (p12, pw, der)
 }
 
+/// Runs `tessera CARD_ARGS import --slot 9a` of `p12` (password file `pw`) with the factory
+/// PIN from a file, as another process; panics with its error output when it fails.
+pub fn tessera_import(card_args: &[&std::ffi::OsStr], p12: &Path, pw: &Path) {
+    let dir = p12.parent().unwrap();
+    let pin_file = dir.join("pin");
+    std::fs::write(&pin_file, format!("{PIN}\n")).unwrap();
+    let out = Process::new(env!("CARGO_BIN_EXE_tessera"))
+        .args(card_args)
+        .args(["import", "--slot", "9a", "--password-file"])
+        .arg(pw)
+        .arg("--pin-file")
+        .arg(&pin_file)
+        .arg(p12)
+        .env_remove("TESSERA_VCARD")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "tessera import: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// The uncompressed EC point of a P-256 certificate's key.
 fn cert_point(der: &[u8]) -> Vec<u8> {
     use der::Decode;

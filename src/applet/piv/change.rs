@@ -424,6 +424,8 @@ pub struct Change {
     recorded: bool,
     /// Copies held in memory when the card took no record.
     copies: Vec<Vec<u8>>,
+    /// The next reserved copy area to fill.
+    next_area: usize,
 }
 
 impl Change {
@@ -464,6 +466,7 @@ impl Change {
             record,
             recorded,
             copies: Vec::new(),
+            next_area: 0,
         })
     }
 
@@ -480,19 +483,47 @@ impl Change {
             .ok_or(malformed("change already finished"))
     }
 
-    /// Stores a copy of `bytes` (a certificate or chain a target needs) in reserved copy
-    /// area `n`; returns its digest.
-    pub fn keep_copy(
+    /// What a target wants for a certificate (`None` or empty: nothing): a copy of `bytes` is
+    /// kept in the next reserved copy area, and the target wants that.
+    pub fn want(&mut self, ch: &mut dyn Channel, bytes: Option<&[u8]>) -> Result<Want, CardError> {
+        match bytes.filter(|b| !b.is_empty()) {
+            None => Ok(Want::Empty),
+            Some(b) => self.keep_copy(ch, b).map(Want::Is),
+        }
+    }
+
+    /// [`Change::want`] for a CA chain; a card that keeps no objects of Tessera's (no record)
+    /// keeps no chains either, so its chains stay as they are.
+    pub fn want_chain(
         &mut self,
         ch: &mut dyn Channel,
-        n: usize,
-        bytes: &[u8],
-    ) -> Result<Digest32, CardError> {
+        bytes: Option<&[u8]>,
+    ) -> Result<Want, CardError> {
+        if self.recorded {
+            self.want(ch, bytes)
+        } else {
+            Ok(Want::Keep)
+        }
+    }
+
+    /// What an emptied slot wants for its chain (see [`Change::want_chain`]).
+    pub fn no_chain(&self) -> Want {
+        if self.recorded {
+            Want::Empty
+        } else {
+            Want::Keep
+        }
+    }
+
+    /// Stores a copy of `bytes` in the next reserved copy area; returns its digest.
+    fn keep_copy(&mut self, ch: &mut dyn Channel, bytes: &[u8]) -> Result<Digest32, CardError> {
+        let n = self.next_area;
         let area = *self
             .pending_mut()?
             .areas
             .get(n)
             .ok_or(malformed("copy area not reserved"))?;
+        self.next_area += 1;
         if self.recorded {
             put_data(ch, area, bytes)?;
         } else {

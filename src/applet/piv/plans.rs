@@ -163,8 +163,6 @@ pub fn load(
         blobs.extend(old_chain.as_deref());
     }
     let mut change = Change::begin(ch, load.key.kind(), &[staging], blobs.len())?;
-    // A card that keeps no objects of Tessera's keeps no chains either.
-    let chains = change.recorded();
     let generated = load.key.put(ch, staging, slot)?;
     let public = match generated {
         Some(p) => p,
@@ -178,23 +176,8 @@ pub fn load(
             "the card holds a different key than the one loaded",
         ));
     }
-    let mut copy = |ch: &mut dyn Channel, n: &mut usize, bytes: Option<&[u8]>| match bytes
-        .filter(|b| !b.is_empty())
-    {
-        None => Ok(Want::Empty),
-        Some(b) => {
-            let d = change.keep_copy(ch, *n, b).map(Want::Is);
-            *n += 1;
-            d
-        }
-    };
-    let mut n = 0;
-    let cert = copy(ch, &mut n, load.certificate)?;
-    let chain = if chains {
-        copy(ch, &mut n, load.chain)?
-    } else {
-        Want::Keep
-    };
+    let cert = change.want(ch, load.certificate)?;
+    let chain = change.want_chain(ch, load.chain)?;
     let mut targets = vec![Target {
         slot,
         key: Want::Is(change::digest(&public.spki_der)),
@@ -203,8 +186,8 @@ pub fn load(
     }];
     let mut new_history = None;
     if let (Some(h), Some(old)) = (history_slot, old_key) {
-        let cert = copy(ch, &mut n, old_cert.as_deref())?;
-        let chain = copy(ch, &mut n, old_chain.as_deref())?;
+        let cert = change.want(ch, old_cert.as_deref())?;
+        let chain = change.want_chain(ch, old_chain.as_deref())?;
         targets.push(Target {
             slot: h,
             key: Want::Is(old),
@@ -247,29 +230,13 @@ fn load_after_retiring(
     .filter(|b| !b.is_empty())
     .collect();
     let mut change = Change::begin(ch, load.key.kind(), &[], blobs.len())?;
-    // A card that keeps no objects of Tessera's keeps no chains either.
-    let chains = change.recorded();
-    let mut n = 0;
-    let mut copy =
-        |ch: &mut dyn Channel, bytes: Option<&[u8]>| match bytes.filter(|b| !b.is_empty()) {
-            None => Ok(Want::Empty),
-            Some(b) => {
-                let d = change.keep_copy(ch, n, b).map(Want::Is);
-                n += 1;
-                d
-            }
-        };
-    let cert = copy(ch, load.certificate)?;
-    let chain = if chains {
-        copy(ch, load.chain)?
-    } else {
-        Want::Keep
-    };
+    let cert = change.want(ch, load.certificate)?;
+    let chain = change.want_chain(ch, load.chain)?;
     let retired = Target {
         slot: history_slot,
         key: Want::Is(old_key),
-        cert: copy(ch, old_cert.as_deref())?,
-        chain: copy(ch, old_chain.as_deref())?,
+        cert: change.want(ch, old_cert.as_deref())?,
+        chain: change.want_chain(ch, old_chain.as_deref())?,
     };
     let counts = Some((
         history.on_card_certs.saturating_add(1),
@@ -318,31 +285,15 @@ fn load_in_place(
     let blobs = usize::from(load.certificate.is_some())
         + usize::from(load.chain.is_some_and(|c| !c.is_empty()));
     let mut change = Change::begin(ch, load.key.kind(), &[], blobs)?;
-    // A card that keeps no objects of Tessera's keeps no chains either.
-    let chains = change.recorded();
-    let mut n = 0;
-    let mut copy =
-        |ch: &mut dyn Channel, bytes: Option<&[u8]>| match bytes.filter(|b| !b.is_empty()) {
-            None => Ok(Want::Empty),
-            Some(b) => {
-                let d = change.keep_copy(ch, n, b).map(Want::Is);
-                n += 1;
-                d
-            }
-        };
-    let cert = copy(ch, load.certificate)?;
-    let chain = if chains {
-        copy(ch, load.chain)?
-    } else {
-        Want::Keep
-    };
+    let cert = change.want(ch, load.certificate)?;
+    let chain = change.want_chain(ch, load.chain)?;
     change.commit(
         ch,
         vec![Target {
             slot,
             key: Want::Keep,
             cert: Want::Empty,
-            chain: if chains { Want::Empty } else { Want::Keep },
+            chain: change.no_chain(),
         }],
         None,
     )?;
@@ -384,14 +335,10 @@ pub fn write_certificate(
     let chain = chain.map(|c| (!c.is_empty()).then_some(c));
     let areas = 1 + usize::from(matches!(chain, Some(Some(_))));
     let mut change = Change::begin(ch, Kind::WriteCertificate, &[], areas)?;
-    // A card that keeps no objects of Tessera's keeps no chains either.
-    let chains = change.recorded();
-    let cert = Want::Is(change.keep_copy(ch, 0, der)?);
+    let cert = change.want(ch, Some(der))?;
     let chain = match chain {
         None => Want::Keep,
-        Some(None) if chains => Want::Empty,
-        Some(Some(c)) if chains => Want::Is(change.keep_copy(ch, 1, c)?),
-        Some(_) => Want::Keep,
+        Some(c) => change.want_chain(ch, c)?,
     };
     change.commit(
         ch,
@@ -412,15 +359,13 @@ pub fn clear(ch: &mut dyn Channel, caps: Caps, slot: KeySlot, key: bool) -> Resu
         return Err(refuse(StatusWord::InsNotSupported));
     }
     let mut change = Change::begin(ch, Kind::Delete, &[], 0)?;
-    // A card that keeps no objects of Tessera's keeps no chains either.
-    let chains = change.recorded();
     change.commit(
         ch,
         vec![Target {
             slot,
             key: if key { Want::Empty } else { Want::Keep },
             cert: Want::Empty,
-            chain: if chains { Want::Empty } else { Want::Keep },
+            chain: change.no_chain(),
         }],
         None,
     )?;
@@ -450,8 +395,6 @@ pub fn stage_renewal(
     };
     let staging: Vec<KeySlot> = if counted { vec![] } else { vec![slot] };
     let mut change = Change::begin(ch, Kind::StageRenewal, &staging, 0)?;
-    // A card that keeps no objects of Tessera's keeps no chains either.
-    let chains = change.recorded();
     let public = keys::generate(ch, slot, algorithm, policy)?;
     let history_after = (!counted).then(|| {
         (
@@ -465,7 +408,7 @@ pub fn stage_renewal(
             slot,
             key: Want::Is(change::digest(&public.spki_der)),
             cert: Want::Empty,
-            chain: if chains { Want::Empty } else { Want::Keep },
+            chain: change.no_chain(),
         }],
         history_after,
     )?;
@@ -503,29 +446,14 @@ pub fn install_renewal(
     .flatten()
     .collect();
     let mut change = Change::begin(ch, Kind::InstallRenewal, &[spare], blobs.len())?;
-    // A card that keeps no objects of Tessera's keeps no chains either.
-    let chains = change.recorded();
-    let mut n = 0;
-    let mut copy = |ch: &mut dyn Channel, bytes: Option<&[u8]>| match bytes {
-        None => Ok(Want::Empty),
-        Some(b) => {
-            let d = change.keep_copy(ch, n, b).map(Want::Is);
-            n += 1;
-            d
-        }
-    };
-    let new_cert = copy(ch, Some(certificate))?;
-    let new_chain = if keep_chain || !chains {
+    let new_cert = change.want(ch, Some(certificate))?;
+    let new_chain = if keep_chain {
         Want::Keep
     } else {
-        copy(ch, chain)?
+        change.want_chain(ch, chain)?
     };
-    let old_cert = copy(ch, old_cert.as_deref())?;
-    let old_chain = if chains {
-        copy(ch, old_chain.as_deref())?
-    } else {
-        Want::Keep
-    };
+    let old_cert = change.want(ch, old_cert.as_deref())?;
+    let old_chain = change.want_chain(ch, old_chain.as_deref())?;
     change.commit(
         ch,
         vec![
