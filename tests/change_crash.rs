@@ -23,7 +23,6 @@ use tessera_pkcs11::vcard::{CardFile, CardState, VirtualTransport};
 const CAPS: Caps = Caps {
     metadata: true,
     move_key: true,
-    import: true,
 };
 
 /// A channel that loses the card after `left` more APDUs.

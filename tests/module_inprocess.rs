@@ -2143,7 +2143,6 @@ fn the_module_finishes_an_interrupted_change_at_login() {
         let caps = Caps {
             metadata: true,
             move_key: true,
-            import: true,
         };
         let load = Load {
             slot: KeySlot::AUTHENTICATION,
@@ -2255,7 +2254,6 @@ fn a_damaged_certificate_is_one_missing_object() {
         let caps = Caps {
             metadata: true,
             move_key: true,
-            import: true,
         };
         for (slot, key, cert) in [
             (

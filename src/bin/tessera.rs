@@ -336,7 +336,14 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             if opts.json {
                 return print_json(&report);
             }
-            println!("PIN and PUK replaced; a random {} management key is stored PIN-protected on the card", report.management_key);
+            if report.management_key_changed {
+                println!("PIN and PUK replaced; a random {} management key is stored PIN-protected on the card", report.management_key);
+            } else {
+                println!(
+                    "PIN and PUK replaced; the management key is {}",
+                    report.management_key
+                );
+            }
         }
         Command::Import {
             ref file,

@@ -69,8 +69,10 @@ pub struct SetupReport {
     pub pin_changed: bool,
     /// The PUK was replaced.
     pub puk_changed: bool,
-    /// Algorithm of the new management key.
+    /// Algorithm of the new management key (or why it is unchanged).
     pub management_key: String,
+    /// A new management key was set.
+    pub management_key_changed: bool,
 }
 
 /// `tessera setup`: first use of a card.
@@ -120,8 +122,9 @@ pub fn setup(
     Ok(SetupReport {
         pin_changed: true,
         puk_changed: true,
+        management_key_changed: algorithm.is_some(),
         management_key: algorithm.map_or_else(
-            || "unchanged (the card has no command to change it)".to_owned(),
+            || "unchanged: the card has none of Yubico's extensions (no GET VERSION), so Tessera leaves its management key as issued".to_owned(),
             |a| format!("{a:?}"),
         ),
     })

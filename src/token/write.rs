@@ -112,8 +112,6 @@ pub(crate) fn caps(card: &Card) -> Caps {
     Caps {
         metadata: c.has_metadata,
         move_key: matches!(c.version, Some([major, minor, _]) if (major, minor) >= (5, 7)),
-        // The Yubico extensions come together: a card that answers GET VERSION has IMPORT.
-        import: c.version.is_some(),
     }
 }
 
@@ -180,7 +178,7 @@ fn write_key(
             })
         };
         let public = plans::load(ch, caps(card), &load, &accept)?;
-        if matches!(key, NewKey::Generate { .. }) {
+        if let (NewKey::Generate { .. }, Some(public)) = (&key, public) {
             card.remember_generated(slot, public);
         }
         card.id_aliases.remove(&slot);

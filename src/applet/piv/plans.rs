@@ -19,8 +19,6 @@ pub struct Caps {
     pub metadata: bool,
     /// MOVE KEY moves and deletes keys (Yubico 5.7).
     pub move_key: bool,
-    /// IMPORT ASYMMETRIC KEY takes a key from the host (Yubico; plain PIV cards lack it).
-    pub import: bool,
 }
 
 impl Caps {
@@ -115,17 +113,14 @@ pub fn next_history_slot(history: &KeyHistory) -> Option<KeySlot> {
 
 /// Loads a key (and certificate and chain) into `load.slot`. `accept` sees the new key's
 /// public key before anything is committed; returning false abandons the change with the
-/// card unchanged. Returns the new public key.
+/// card unchanged. Returns the new public key when the card reports it (a card without GET
+/// METADATA reports only a generated one).
 pub fn load(
     ch: &mut dyn Channel,
     caps: Caps,
     load: &Load<'_>,
     accept: &dyn Fn(&PublicKeyInfo) -> bool,
-) -> Result<PublicKeyInfo, CardError> {
-    if matches!(load.key, NewKey::Import { .. }) && !caps.import {
-        // Refused before anything is written.
-        return Err(refuse(StatusWord::InsNotSupported));
-    }
+) -> Result<Option<PublicKeyInfo>, CardError> {
     let history = admin::key_history(ch)?.unwrap_or_default();
     let slot = load.slot;
     if !caps.staged() {
@@ -201,7 +196,7 @@ pub fn load(
     }
     change.commit(ch, targets, new_history)?;
     change.finish(ch)?;
-    Ok(public)
+    Ok(Some(public))
 }
 
 /// [`load`] keeping the old key when no retired slot is free to stage the new one: the old
@@ -214,7 +209,7 @@ fn load_after_retiring(
     history: &KeyHistory,
     history_slot: KeySlot,
     accept: &dyn Fn(&PublicKeyInfo) -> bool,
-) -> Result<PublicKeyInfo, CardError> {
+) -> Result<Option<PublicKeyInfo>, CardError> {
     let slot = load.slot;
     let old_key = change::key_digest(ch, slot)?.ok_or(refuse(StatusWord::ReferenceNotFound))?;
     let old_cert = admin::read_certificate(ch, slot)?;
@@ -264,7 +259,7 @@ fn load_after_retiring(
     };
     change.commit(ch, vec![loaded, retired], counts)?;
     change.finish(ch)?;
-    Ok(public)
+    Ok(Some(public))
 }
 
 /// [`load`] on a card that cannot stage keys: the old certificate goes first (so the card
@@ -274,7 +269,7 @@ fn load_in_place(
     caps: Caps,
     load: &Load<'_>,
     accept: &dyn Fn(&PublicKeyInfo) -> bool,
-) -> Result<PublicKeyInfo, CardError> {
+) -> Result<Option<PublicKeyInfo>, CardError> {
     let slot = load.slot;
     let occupied = admin::read_certificate(ch, slot)?.is_some()
         || (caps.metadata && keys::metadata(ch, slot)?.is_some());
@@ -282,11 +277,29 @@ fn load_in_place(
         log::warn!("the card cannot move keys (MOVE KEY): refusing to overwrite key slot {slot}");
         return Err(refuse(StatusWord::InsNotSupported));
     }
-    let blobs = usize::from(load.certificate.is_some())
-        + usize::from(load.chain.is_some_and(|c| !c.is_empty()));
+    let old_cert = admin::read_certificate(ch, slot)?;
+    let old_chain = super::get_optional(ch, slot.chain_tag())?.filter(|v| !v.is_empty());
+    let blobs = [
+        load.certificate,
+        load.chain,
+        old_cert.as_deref(),
+        old_chain.as_deref(),
+    ]
+    .into_iter()
+    .flatten()
+    .filter(|b| !b.is_empty())
+    .count();
     let mut change = Change::begin(ch, load.key.kind(), &[], blobs)?;
     let cert = change.want(ch, load.certificate)?;
     let chain = change.want_chain(ch, load.chain)?;
+    // The old certificate is kept too: a card that turns out not to have the command (key
+    // import is an extension) gets it back, unchanged.
+    let before = Target {
+        slot,
+        key: Want::Keep,
+        cert: change.want(ch, old_cert.as_deref())?,
+        chain: change.want_chain(ch, old_chain.as_deref())?,
+    };
     change.commit(
         ch,
         vec![Target {
@@ -297,7 +310,16 @@ fn load_in_place(
         }],
         None,
     )?;
-    let generated = load.key.put(ch, slot, slot)?;
+    let generated = match load.key.put(ch, slot, slot) {
+        Ok(g) => g,
+        Err(e @ CardError::Status(StatusWord::InsNotSupported | StatusWord::ClaNotSupported)) => {
+            // Nothing was written to the key: the slot gets its certificate back.
+            change.commit(ch, vec![before], None)?;
+            change.finish(ch)?;
+            return Err(e);
+        }
+        Err(e) => return Err(e),
+    };
     let public = match generated {
         Some(p) => Some(p),
         None if caps.metadata => keys::metadata(ch, slot)?.and_then(|m| m.public_key),
@@ -322,7 +344,7 @@ fn load_in_place(
         None,
     )?;
     change.finish(ch)?;
-    public.ok_or(CardError::Malformed("the card does not report the new key"))
+    Ok(public)
 }
 
 /// Writes `der` as the certificate of `slot` (and, when `chain` is given, the chain beside it).
