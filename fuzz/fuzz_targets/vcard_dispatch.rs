@@ -1,17 +1,25 @@
 //! The virtual card's command dispatcher: a sequence of fuzz-chosen APDUs (each prefixed by a
-//! one-byte length) against a factory card must never panic, and the state must stay
-//! serialisable.
+//! one-byte length) against a factory card of every behaviour profile (the first input byte
+//! picks it) must never panic, and the state must stay serialisable.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
 use once_cell::sync::Lazy;
-use tessera_pkcs11::vcard::{Applet, CardState};
+use tessera_pkcs11::vcard::{Applet, CardState, Profile};
 
-static FACTORY: Lazy<CardState> = Lazy::new(|| CardState::factory(12345678));
+static FACTORY: Lazy<Vec<CardState>> = Lazy::new(|| {
+    Profile::ALL
+        .iter()
+        .map(|p| CardState::factory_for(*p, 12345678))
+        .collect()
+});
 
 fuzz_target!(|data: &[u8]| {
-    let mut state = FACTORY.clone();
+    let Some((&pick, mut rest)) = data.split_first() else {
+        return;
+    };
+    let cards = &*FACTORY;
+    let mut state = cards[usize::from(pick) % cards.len()].clone();
     let mut applet = Applet::new();
-    let mut rest = data;
     while let Some((&len, tail)) = rest.split_first() {
         let n = usize::from(len).min(tail.len());
         let (apdu, next) = tail.split_at(n);

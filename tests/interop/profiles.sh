@@ -151,9 +151,39 @@ for PROFILE in $PROFILES; do
     expect_grep "$tag tessera status: 3 PIN tries left again" '^3$' pin_tries
     echo 654321 >"$D/pin2"
 
+    # pkcs11-tool's own battery over every key on the card (sign, verify, decrypt, …)
+    expect_grep "$tag pkcs11-tool --test --login: 'No errors'" '^No errors' P --test --login --pin 654321
+
     # the control manager
     expect_grep "$tag tessera status shows the certificates" "CN=Tessera $PROFILE 01.*|Subject: +CN=Tessera $PROFILE" TS status
     expect_ok "$tag tessera doctor: no check failed" TS doctor
+    run TS export --slot 9c --format der -o "$D/$PROFILE-$MODE-export02.der"
+    check "$tag tessera export --slot 9c writes the certificate byte for byte" \
+      cmp "$D/$PROFILE-$MODE-export02.der" "$D/$PROFILE-$MODE-cert02.der"
+    rm -f "$D/msg.p7s"
+    expect_ok "$tag tessera sign (CMS with the 9C key)" TS --pin-file "$D/pin2" sign "$D/msg" -o "$D/msg.p7s"
+    expect_grep "$tag openssl cms -verify accepts tessera's signature" 'Verification successful' \
+      openssl cms -verify -binary -inform DER -in "$D/msg.p7s" -content "$D/msg" -CAfile "$D/ca.pem" -out /dev/null
+    printf '654321\n24681357\n' >"$D/pinchange"
+    expect_ok "$tag tessera pin change" TS --pin-file "$D/pinchange" pin change
+    expect_grep "$tag the changed PIN logs in through the module" 'Certificate Object' P --login --pin 24681357 -O
+    printf '%s\n87654321\n' "$PUK" >"$D/pukchange"
+    expect_ok "$tag tessera puk change" TS --puk-file "$D/pukchange" puk change
+    printf '87654321\n654321\n' >"$D/unblock"
+    expect_ok "$tag tessera pin unblock with the new PUK" TS --puk-file "$D/unblock" pin unblock
+    run TS --pin-file "$D/pin2" renew request --slot 9c -o "$D/$PROFILE-$MODE-renewal"
+    case "$PROFILE" in
+      yubikey-5.7)
+        if [ "$RC" -eq 0 ]; then ok "$tag tessera renew request (new key staged on the card)"
+        else notok "$tag tessera renew request" "$OUT"; fi ;;
+      *)
+        if [ "$RC" -ne 0 ] && printf '%s' "$OUT" | grep -q "renewal with an on-card key needs a card that"; then
+          ok "$tag tessera renew request refused in words (no GET METADATA / MOVE KEY)"
+        else
+          notok "$tag tessera renew request refused in words (exit $RC)" "$OUT"
+        fi ;;
+    esac
+    echo 87654321 >"$D/puk"
 
     # what the card cannot do is refused in words, the card untouched; never a device error
     before=$(card_bytes)
