@@ -52,7 +52,7 @@ const EXAMPLES: &str = "Examples:
   tessera import renewed-ecert.p12        load a renewed e-Cert (asks for the file's password and the PIN)
   tessera pin change                      change the PIN
   tessera pin unblock                     set a new PIN with the PUK
-  tessera export --slot 9a -o me.pem      a copy of the certificate for a bank or portal
+  tessera export -o me.pem                a copy of the e-Cert for a bank or portal
   tessera vcard init card.json            a virtual PIV card for testing";
 
 #[derive(Subcommand)]
@@ -101,9 +101,10 @@ enum Command {
     },
     /// Write a copy of a certificate.
     Export {
-        /// Key slot.
-        #[arg(long, default_value = "9a")]
-        slot: String,
+        /// Key slot (default: the e-Cert — the one certificate on the card; with several,
+        /// name the slot).
+        #[arg(long)]
+        slot: Option<String>,
         /// Output format.
         #[arg(long, value_enum, default_value = "pem")]
         format: certs::Format,
@@ -393,7 +394,12 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             ref output,
         } => {
             let card = manager::open(&opts)?;
-            let bytes = certs::export(&card, certs::parse_slot(slot)?, format, chain)?;
+            let slot = slot.as_deref().map(certs::parse_slot).transpose()?;
+            let slot = match slot {
+                Some(s) => s,
+                None => certs::ecert_slot(&card)?,
+            };
+            let bytes = certs::export(&card, slot, format, chain)?;
             match output {
                 Some(path) => {
                     std::fs::write(path, &bytes)?;

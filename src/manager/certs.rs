@@ -405,6 +405,30 @@ pub enum Format {
     Der,
 }
 
+/// The slot of the card's e-Cert when the user names none: the one primary slot with a
+/// certificate; with several, the user must choose (the message lists them).
+pub fn ecert_slot(card: &CardSession) -> Result<KeySlot> {
+    let (contents, _, _) = with(|lib| lib.card_snapshot(card.handle))?;
+    let with_cert: Vec<KeySlot> = contents
+        .entries
+        .iter()
+        .filter(|e| e.certificate.is_some() && e.slot.retired_number().is_none())
+        .map(|e| e.slot)
+        .collect();
+    match with_cert.as_slice() {
+        [one] => Ok(*one),
+        [] => fail("the card holds no certificate (see `tessera status`)"),
+        several => fail(format!(
+            "the card holds several certificates ({}): name one with --slot",
+            several
+                .iter()
+                .map(|s| format!("{s} {}", super::status::slot_name(*s)))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )),
+    }
+}
+
 /// `tessera export`: the certificate of `slot` (and its stored chain).
 pub fn export(card: &CardSession, slot: KeySlot, format: Format, chain: bool) -> Result<Vec<u8>> {
     let (contents, _, _) = with(|lib| lib.card_snapshot(card.handle))?;
