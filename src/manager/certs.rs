@@ -193,6 +193,11 @@ pub fn import(card: &CardSession, opts: &ImportOptions<'_>, pin: &[u8]) -> Resul
         ));
     }
     let slot = opts.slot.unwrap_or_else(|| slot_for(&facts));
+    if slot.retired_number().is_some() {
+        return fail(format!(
+            "slot {slot} is a retired key slot (Key History keeps old keys there): load an e-Cert into 9a, 9c, 9d or 9e (the card was not touched)"
+        ));
+    }
     let (template, key_public) = key_template(&p12.key, slot)?;
     let cert_public = PublicKey::from_spki_der(&facts.spki).map_err(|_| ManagerError {
         message: "the certificate's public key cannot be read".into(),

@@ -126,11 +126,20 @@ fn check_pcsc(have_virtual: bool, out: &mut Vec<Check>) {
 fn check_virtual(out: &mut Vec<Check>) {
     for p in crate::vcard::configured_paths() {
         if p.is_file() {
-            out.push(check(
-                "virtual card",
-                Level::Ok,
-                format!("{} (TESSERA_VCARD / --vcard)", p.display()),
-            ));
+            match super::virtual_card_problem(&p) {
+                None => out.push(check(
+                    "virtual card",
+                    Level::Ok,
+                    format!("{} (TESSERA_VCARD / --vcard)", p.display()),
+                )),
+                Some(problem) => out.push(with_fix(
+                    check("virtual card", Level::Fail, problem),
+                    format!(
+                        "restore {} from a backup, or make a new card with `tessera vcard init` (a new card has new keys)",
+                        p.display()
+                    ),
+                )),
+            }
         } else {
             out.push(with_fix(
                 check(
@@ -167,10 +176,15 @@ fn check_cards(opts: &Options, out: &mut Vec<Check>) {
         }
     };
     if cards.is_empty() {
-        out.push(with_fix(
-            check("cards", Level::Fail, "no card found"),
-            "insert the card (chip up, fully in), or name a virtual card with --vcard FILE",
-        ));
+        let damaged_virtual = crate::vcard::configured_paths()
+            .iter()
+            .any(|p| p.is_file() && super::virtual_card_problem(p).is_some());
+        let fix = if damaged_virtual {
+            "the virtual card above cannot be used (see its check)"
+        } else {
+            "insert the card (chip up, fully in), or name a virtual card with --vcard FILE"
+        };
+        out.push(with_fix(check("cards", Level::Fail, "no card found"), fix));
         return;
     }
     out.push(check(

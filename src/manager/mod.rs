@@ -207,7 +207,22 @@ pub fn open(opts: &Options) -> Result<CardSession> {
     let card = match picked.as_slice() {
         [one] => (*one).clone(),
         [] if all.is_empty() => {
-            return fail("no card found: insert a card, or name a virtual card with --vcard FILE (run `tessera doctor`)")
+            // A virtual card file that is there but cannot be read is not a missing card.
+            for path in crate::vcard::configured_paths() {
+                if !path.exists() {
+                    return fail(format!(
+                        "the virtual card file {} does not exist: create it with `tessera vcard init {}`",
+                        path.display(),
+                        path.display()
+                    ));
+                }
+                if let Some(problem) = virtual_card_problem(&path) {
+                    return fail(format!(
+                        "{problem}: restore it from a backup, or make a new card with `tessera vcard init` (a new card has new keys)"
+                    ));
+                }
+            }
+            return fail("no card found: insert a card, or name a virtual card with --vcard FILE (run `tessera doctor`)");
         }
         [] => return fail("no card matches --reader/--serial (see `tessera list`)"),
         _ => return fail("several cards are present: pick one with --reader NAME or --serial N (see `tessera list`)"),
@@ -219,6 +234,18 @@ pub fn open(opts: &Options) -> Result<CardSession> {
         label: card.label,
         lock: None,
     })
+}
+
+/// Why the virtual card file at `path` cannot be used (`None`: it opens): unreadable,
+/// truncated, not a card — in words that name the file.
+pub fn virtual_card_problem(path: &std::path::Path) -> Option<String> {
+    match crate::vcard::CardFile::open(path) {
+        Ok(_) => None,
+        Err(e) => Some(format!(
+            "the virtual card file {} cannot be used ({e})",
+            path.display()
+        )),
+    }
 }
 
 /// Opens the card like [`open`] for a command that changes it: takes the card's change lock
