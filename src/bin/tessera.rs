@@ -53,7 +53,19 @@ const EXAMPLES: &str = "Examples:
   tessera pin change                      change the PIN
   tessera pin unblock                     set a new PIN with the PUK
   tessera export -o me.pem                a copy of the e-Cert for a bank or portal
-  tessera vcard init card.json            a virtual PIV card for testing";
+  tessera vcard init card.json            a virtual PIV card for testing
+
+Exit status:
+  0  success
+  1  internal error
+  2  usage: wrong arguments or an input file that cannot be read
+  3  wrong, blocked or malformed PIN, PUK or password
+  4  no reader or no card (or the card was removed)
+  5  damaged data: card contents, virtual card file, .p12 file or signature
+  6  refused: the card cannot do it, or policy forbids it (nothing was changed)
+  7  the signature is intact but its signer is not trusted
+With --json, an error is printed on standard output as
+  {\"error\": {\"class\": \"credential\", \"exit_code\": 3, \"message\": \"…\"}}";
 
 #[derive(Subcommand)]
 enum Command {
@@ -71,6 +83,17 @@ enum Command {
     ///
     /// Secrets (file/stdin mode): current PIN, new PIN, current PUK, new PUK, one per line.
     Setup,
+    /// Reset the card to its factory state: every key and certificate on it is erased.
+    ///
+    /// The last resort when the PUK is blocked (or to hand the card on). Asks to type the
+    /// card's serial number (or give it with --confirm-serial N). The card allows this only
+    /// with the PIN and the PUK blocked: both are blocked first. Afterwards the card has the
+    /// factory PIN 123456, PUK 12345678 and management key; run `tessera setup`.
+    Reset {
+        /// The card's serial number, as typed confirmation (for scripts).
+        #[arg(long, value_name = "N")]
+        confirm_serial: Option<String>,
+    },
     /// Finish or undo an interrupted change, and take off certificates whose key is not on
     /// the card (a copy of each is saved first).
     ///
@@ -216,11 +239,28 @@ fn main() -> ExitCode {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
     let cli = Cli::parse();
+    let json = cli.json;
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
+            // Every failure says its class in its exit status (see `tessera --help`).
+            let class = match e.downcast_ref::<manager::ManagerError>() {
+                Some(m) => m.class,
+                None if e.is::<std::io::Error>() => manager::ErrorClass::Usage,
+                None => manager::ErrorClass::Refused,
+            };
+            if json {
+                let report = serde_json::json!({
+                    "error": {
+                        "class": class,
+                        "exit_code": class.exit_code(),
+                        "message": e.to_string(),
+                    }
+                });
+                println!("{report}");
+            }
             eprintln!("tessera: {e}");
-            ExitCode::FAILURE
+            ExitCode::from(class.exit_code())
         }
     }
 }
@@ -423,6 +463,47 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             let pin_value = secret::read("PIN", opts.pin_file.as_deref(), false)?;
             certs::delete(&card, slot, pin_value.as_bytes())?;
             println!("slot {slot} is now empty");
+        }
+        Command::Reset { ref confirm_serial } => {
+            let card = manager::open_for_change(&opts)?;
+            let serial = card.serial()?;
+            let typed = match confirm_serial {
+                Some(s) => s.clone(),
+                None if std::io::IsTerminal::is_terminal(&std::io::stdin()) => {
+                    eprint!(
+                        "This erases every key and certificate on {} for good. Type its serial number ({serial}) to go on: ",
+                        card.label
+                    );
+                    std::io::stderr().flush()?;
+                    let mut answer = String::new();
+                    std::io::stdin().read_line(&mut answer)?;
+                    answer.trim().to_owned()
+                }
+                None => {
+                    return Err(manager::ManagerError::new(
+                        manager::ErrorClass::Usage,
+                        "a reset needs the card's serial number typed: --confirm-serial N",
+                    )
+                    .into())
+                }
+            };
+            if typed != serial {
+                return Err(manager::ManagerError::new(
+                    manager::ErrorClass::Refused,
+                    format!(
+                        "{typed:?} is not the card's serial number ({serial}): nothing was erased"
+                    ),
+                )
+                .into());
+            }
+            let report = pin::reset(&card)?;
+            if opts.json {
+                return print_json(&report);
+            }
+            println!(
+                "the card is back to its factory state (PIN and PUK were blocked first: {} and {} wrong tries); PIN 123456, PUK 12345678: run `tessera setup`",
+                report.pin_tries_spent, report.puk_tries_spent
+            );
         }
         Command::Repair { ref backup_dir } => {
             let card = manager::open_for_change(&opts)?;

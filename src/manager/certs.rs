@@ -26,6 +26,7 @@ pub struct P12 {
 /// Opens a PKCS#12 file with its password.
 pub fn read_p12(path: &Path, password: &str) -> Result<P12> {
     let data = std::fs::read(path).map_err(|e| ManagerError {
+        class: crate::manager::ErrorClass::Refused,
         message: format!("cannot read {}: {e}", path.display()),
     })?;
     let store = p12_keystore::KeyStore::from_pkcs12(&data, password).map_err(|e| {
@@ -39,7 +40,10 @@ pub fn read_p12(path: &Path, password: &str) -> Result<P12> {
         } else {
             format!("{} is not a readable PKCS#12 file: {e}", path.display())
         };
-        ManagerError { message }
+        ManagerError {
+            class: crate::manager::ErrorClass::Refused,
+            message,
+        }
     })?;
     let Some((_, chain)) = store.private_key_chain() else {
         return fail(format!("{} holds no private key", path.display()));
@@ -142,7 +146,7 @@ pub fn parse_slot(s: &str) -> Result<KeySlot> {
         .ok()
         .and_then(KeySlot::from_reference)
         .map_or_else(
-            || fail(format!("{s} is not a PIV key slot (9a, 9c, 9d, 9e, 82–95)")),
+            || super::fail_usage(format!("{s} is not a PIV key slot (9a, 9c, 9d, 9e, 82–95)")),
             Ok,
         )
 }
@@ -181,9 +185,11 @@ pub fn import(card: &CardSession, opts: &ImportOptions<'_>, pin: &[u8]) -> Resul
     // Everything that can be refused is refused before the card is touched.
     let p12 = read_p12(opts.file, opts.password)?;
     let facts = CertFacts::parse(&p12.certificate).ok_or_else(|| ManagerError {
+        class: crate::manager::ErrorClass::Refused,
         message: "the certificate in the file is not X.509".into(),
     })?;
     let report = status::cert_report(&p12.certificate).ok_or_else(|| ManagerError {
+        class: crate::manager::ErrorClass::Refused,
         message: "the certificate in the file cannot be read".into(),
     })?;
     if report.state == "expired" && !opts.force {
@@ -200,6 +206,7 @@ pub fn import(card: &CardSession, opts: &ImportOptions<'_>, pin: &[u8]) -> Resul
     }
     let (template, key_public) = key_template(&p12.key, slot)?;
     let cert_public = PublicKey::from_spki_der(&facts.spki).map_err(|_| ManagerError {
+        class: crate::manager::ErrorClass::Refused,
         message: "the certificate's public key cannot be read".into(),
     })?;
     if cert_public != key_public {
@@ -294,6 +301,7 @@ pub fn prove_key(
         .first()
         .copied()
         .ok_or_else(|| ManagerError {
+            class: crate::manager::ErrorClass::Refused,
             message: format!("no private key in slot {slot} after loading it"),
         })?;
     let flag = |ty| {
@@ -450,6 +458,7 @@ pub fn export(card: &CardSession, slot: KeySlot, format: Format, chain: bool) ->
         let mut rest = stored.unwrap_or_default();
         while !rest.is_empty() {
             let (_, _, next) = crate::card::tlv::take_do(&rest).map_err(|_| ManagerError {
+                class: crate::manager::ErrorClass::Refused,
                 message: "the stored chain is damaged".into(),
             })?;
             let len = rest.len() - next.len();

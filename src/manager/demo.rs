@@ -87,6 +87,7 @@ pub struct DemoReport {
 
 fn err(message: impl Into<String>) -> ManagerError {
     ManagerError {
+        class: crate::manager::ErrorClass::Refused,
         message: message.into(),
     }
 }

@@ -375,6 +375,7 @@ fn rv_err<T>(what: &str, rv: CK_RV) -> Result<T> {
 /// The library stays loaded (unloading a Rust library with live thread-locals is not safe).
 pub fn probe_module(path: &Path) -> Result<ModuleProbe> {
     let c_path = CString::new(path.as_os_str().as_encoded_bytes()).map_err(|_| ManagerError {
+        class: crate::manager::ErrorClass::Refused,
         message: "the module path contains a NUL byte".into(),
     })?;
     // SAFETY: c_path is a valid NUL-terminated path. Loading runs the library's initialisers;
@@ -712,6 +713,7 @@ pub fn run(opts: &Options, args: &DoctorArgs) -> Result<()> {
     let all = checks(opts, args);
     if opts.json {
         let text = serde_json::to_string_pretty(&all).map_err(|e| ManagerError {
+            class: crate::manager::ErrorClass::Refused,
             message: e.to_string(),
         })?;
         println!("{text}");

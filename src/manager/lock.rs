@@ -58,6 +58,7 @@ fn private_dir() -> Result<PathBuf> {
     let meta = std::fs::symlink_metadata(&dir).map_err(|e| io_error(&dir, e))?;
     if !meta.is_dir() || meta.uid() != uid {
         return Err(ManagerError {
+            class: crate::manager::ErrorClass::Refused,
             message: format!(
                 "{} is not a directory of yours: remove it (it keeps the card locks)",
                 dir.display()
@@ -73,6 +74,7 @@ fn private_dir() -> Result<PathBuf> {
 
 fn io_error(path: &Path, e: std::io::Error) -> ManagerError {
     ManagerError {
+        class: crate::manager::ErrorClass::Refused,
         message: format!("cannot use the card lock {}: {e}", path.display()),
     }
 }
@@ -104,6 +106,7 @@ pub fn acquire(source: &Source, wait: Duration, notice: &dyn Fn(&str)) -> Result
         }
         if waited >= wait {
             return Err(ManagerError {
+                class: crate::manager::ErrorClass::Refused,
                 message: format!(
                     "the card is still in use by another program after {} s: nothing was changed; try again when it has finished (or wait longer with --wait SECONDS)",
                     wait.as_secs()

@@ -20,11 +20,61 @@ use cryptoki_sys::*;
 use std::fmt;
 use std::path::PathBuf;
 
-/// A failure told to the user in words, with the process exit code.
+/// A failure told to the user in words, with the class that decides the process exit code.
 #[derive(Debug)]
 pub struct ManagerError {
+    /// What kind of failure it is.
+    pub class: ErrorClass,
     /// What went wrong and, where possible, what to do.
     pub message: String,
+}
+
+/// The kinds of failure a `tessera` command ends with, each with its own exit code (listed in
+/// `tessera --help` and so in the man page; `--json` errors carry the class by name).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ErrorClass {
+    /// Something unexpected inside Tessera (exit 1).
+    Internal,
+    /// The command line or an input file named on it is wrong (exit 2, as for clap's own
+    /// usage errors).
+    Usage,
+    /// A wrong, blocked or malformed PIN, PUK or password (exit 3).
+    Credential,
+    /// No reader, no card, or the card went away (exit 4).
+    NoCard,
+    /// Damaged data: on the card, in the virtual card file, in a .p12 or a signature (exit 5).
+    Damaged,
+    /// Refused: by the card (it lacks the feature) or by policy (expired, not the staged key,
+    /// …); nothing was changed (exit 6).
+    Refused,
+    /// A signature that is intact but whose signer does not chain to a trusted CA (exit 7).
+    Untrusted,
+}
+
+impl ErrorClass {
+    /// The process exit code of this class.
+    pub fn exit_code(self) -> u8 {
+        match self {
+            Self::Internal => 1,
+            Self::Usage => 2,
+            Self::Credential => 3,
+            Self::NoCard => 4,
+            Self::Damaged => 5,
+            Self::Refused => 6,
+            Self::Untrusted => 7,
+        }
+    }
+}
+
+impl ManagerError {
+    /// An error of `class` with `message`.
+    pub fn new(class: ErrorClass, message: impl Into<String>) -> Self {
+        Self {
+            class,
+            message: message.into(),
+        }
+    }
 }
 
 impl fmt::Display for ManagerError {
@@ -38,15 +88,39 @@ impl std::error::Error for ManagerError {}
 /// Result of a manager use case.
 pub type Result<T> = std::result::Result<T, ManagerError>;
 
-/// An error with this message.
+/// Fails with a usage error (a wrong argument, an input file that cannot be read).
+pub fn fail_usage<T>(message: impl Into<String>) -> Result<T> {
+    Err(ManagerError::new(ErrorClass::Usage, message))
+}
+
+/// Fails with a damaged-data error.
+pub fn fail_damaged<T>(message: impl Into<String>) -> Result<T> {
+    Err(ManagerError::new(ErrorClass::Damaged, message))
+}
+
+/// Fails with a refusal (the card cannot, or policy forbids; nothing was changed).
 pub fn fail<T>(message: impl Into<String>) -> Result<T> {
     Err(ManagerError {
+        class: ErrorClass::Refused,
         message: message.into(),
     })
 }
 
 impl From<TokenError> for ManagerError {
     fn from(e: TokenError) -> Self {
+        let class = match e.rv() {
+            CKR_PIN_INCORRECT | CKR_PIN_LOCKED | CKR_PIN_LEN_RANGE => ErrorClass::Credential,
+            CKR_TOKEN_NOT_PRESENT | CKR_DEVICE_REMOVED | CKR_TOKEN_NOT_RECOGNIZED => {
+                ErrorClass::NoCard
+            }
+            CKR_FUNCTION_FAILED
+            | CKR_FUNCTION_REJECTED
+            | CKR_FUNCTION_NOT_SUPPORTED
+            | CKR_DEVICE_MEMORY => ErrorClass::Refused,
+            CKR_USER_NOT_LOGGED_IN => ErrorClass::NoCard,
+            CKR_DEVICE_ERROR => ErrorClass::Damaged,
+            _ => ErrorClass::Internal,
+        };
         let message = match e.rv() {
             CKR_PIN_INCORRECT => "wrong PIN or PUK".to_owned(),
             CKR_PIN_LOCKED => "blocked: no tries left".to_owned(),
@@ -62,13 +136,14 @@ impl From<TokenError> for ManagerError {
             CKR_DEVICE_MEMORY => "the card is full (all retired key slots used)".to_owned(),
             rv => format!("card operation failed (PKCS#11 error {rv:#x})"),
         };
-        ManagerError { message }
+        ManagerError { class, message }
     }
 }
 
 impl From<std::io::Error> for ManagerError {
     fn from(e: std::io::Error) -> Self {
         ManagerError {
+            class: ErrorClass::Usage,
             message: e.to_string(),
         }
     }
@@ -143,6 +218,7 @@ pub fn with_card_feature<R>(
     library::with(f).map_err(|e| {
         if e.rv() == CKR_FUNCTION_NOT_SUPPORTED {
             ManagerError {
+                class: ErrorClass::Refused,
                 message: unsupported.to_owned(),
             }
         } else {
@@ -210,19 +286,19 @@ pub fn open(opts: &Options) -> Result<CardSession> {
             // A virtual card file that is there but cannot be read is not a missing card.
             for path in crate::vcard::configured_paths() {
                 if !path.exists() {
-                    return fail(format!(
+                    return Err(ManagerError::new(ErrorClass::Usage, format!(
                         "the virtual card file {} does not exist: create it with `tessera vcard init {}`",
                         path.display(),
                         path.display()
-                    ));
+                    )));
                 }
                 if let Some(problem) = virtual_card_problem(&path) {
-                    return fail(format!(
+                    return Err(ManagerError::new(ErrorClass::Damaged, format!(
                         "{problem}: restore it from a backup, or make a new card with `tessera vcard init` (a new card has new keys)"
-                    ));
+                    )));
                 }
             }
-            return fail("no card found: insert a card, or name a virtual card with --vcard FILE (run `tessera doctor`)");
+            return Err(ManagerError::new(ErrorClass::NoCard, "no card found: insert a card, or name a virtual card with --vcard FILE (run `tessera doctor`)"));
         }
         [] => return fail("no card matches --reader/--serial (see `tessera list`)"),
         _ => return fail("several cards are present: pick one with --reader NAME or --serial N (see `tessera list`)"),
@@ -295,13 +371,22 @@ impl CardSession {
                 "the PIN is blocked: unblock it with the PUK (`tessera pin unblock`)".to_owned()
             }
             ("wrong PIN or PUK", Some(0)) | ("blocked: no tries left", _) => {
-                "the PUK is blocked: the card can only be reset to factory state (all keys are lost)".to_owned()
+                "the PUK is blocked: the card can only be reset to its factory state, which erases every key on it (`tessera reset`)".to_owned()
             }
             ("wrong PIN or PUK", Some(n)) => format!("wrong {what}: {n} {} left", if n == 1 { "try" } else { "tries" }),
             ("wrong PIN or PUK", None) => format!("wrong {what}"),
             _ => e.message,
         };
-        ManagerError { message }
+        ManagerError {
+            class: e.class,
+            message,
+        }
+    }
+
+    /// The card's serial number as the token reports it.
+    pub fn serial(&self) -> Result<String> {
+        let (contents, _, _) = with(|lib| lib.card_snapshot(self.handle))?;
+        Ok(contents.serial)
     }
 
     /// Finds token objects matching `template`.

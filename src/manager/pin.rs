@@ -134,3 +134,25 @@ pub fn setup(
 pub fn is_wrong_credential(rv: CK_RV) -> bool {
     matches!(rv, CKR_PIN_INCORRECT | CKR_PIN_LOCKED)
 }
+
+/// What `tessera reset` did.
+#[derive(Debug, serde::Serialize)]
+pub struct ResetReport {
+    /// Wrong PINs presented to block the PIN first (the card resets only then).
+    pub pin_tries_spent: u8,
+    /// Wrong PUKs presented to block the PUK first.
+    pub puk_tries_spent: u8,
+}
+
+/// `tessera reset`: the card back to its factory state, every key erased (the caller has the
+/// holder's typed confirmation).
+pub fn reset(card: &CardSession) -> Result<ResetReport> {
+    let r = super::with_card_feature(
+        "this card cannot be reset by its holder (it lacks the command): ask your issuer (nothing was changed)",
+        |lib| lib.reset_card(card.handle),
+    )?;
+    Ok(ResetReport {
+        pin_tries_spent: r.pin_tries_spent,
+        puk_tries_spent: r.puk_tries_spent,
+    })
+}

@@ -292,7 +292,7 @@ fn modutil(args: &[&std::ffi::OsStr]) -> Result<std::process::Output> {
         } else {
             format!("cannot run modutil: {e}")
         };
-        ManagerError { message }
+        ManagerError { class: crate::manager::ErrorClass::Refused, message }
     })
 }
 
@@ -473,6 +473,7 @@ pub fn register_p11kit(path: &Path, module: Option<&Path>, remove: bool) -> Resu
     }
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(|e| ManagerError {
+            class: crate::manager::ErrorClass::Refused,
             message: format!("cannot create {}: {e}", dir.display()),
         })?;
     }
@@ -480,6 +481,7 @@ pub fn register_p11kit(path: &Path, module: Option<&Path>, remove: bool) -> Resu
     std::fs::write(&tmp, &text)
         .and_then(|()| std::fs::rename(&tmp, path))
         .map_err(|e| ManagerError {
+            class: crate::manager::ErrorClass::Refused,
             message: format!(
                 "cannot write {}: {e} (system-wide needs root; use --user for your own)",
                 path.display()
@@ -501,6 +503,7 @@ fn shared_nssdb_create(dir: &Path) -> Result<()> {
         .arg(sql_dir(dir))
         .output()
         .map_err(|e| ManagerError {
+            class: crate::manager::ErrorClass::Refused,
             message: format!("cannot run certutil (apt-get install libnss3-tools): {e}"),
         })?;
     if out.status.success() {
@@ -568,6 +571,7 @@ pub fn run(opts: &Options, args: &RegisterArgs) -> Result<()> {
     let done = register(args)?;
     if opts.json {
         let text = serde_json::to_string_pretty(&done).map_err(|e| ManagerError {
+            class: crate::manager::ErrorClass::Refused,
             message: e.to_string(),
         })?;
         println!("{text}");

@@ -195,6 +195,7 @@ fn next_free_retired(history: &admin::KeyHistory) -> Option<KeySlot> {
 
 fn read_crl(path: &Path) -> Result<CertificateList> {
     let bytes = std::fs::read(path).map_err(|e| ManagerError {
+        class: crate::manager::ErrorClass::Refused,
         message: format!("cannot read {}: {e}", path.display()),
     })?;
     let der_bytes = match pem_blocks(&bytes, &["X509 CRL"]) {
@@ -203,6 +204,7 @@ fn read_crl(path: &Path) -> Result<CertificateList> {
         None => bytes,
     };
     CertificateList::from_der(&der_bytes).map_err(|e| ManagerError {
+        class: crate::manager::ErrorClass::Refused,
         message: format!("{} is not a readable CRL: {e}", path.display()),
     })
 }
@@ -284,9 +286,11 @@ fn check_renewable(
     opts: &RequestOptions<'_>,
 ) -> Result<(RevocationReport, i64)> {
     let der_bytes = current.to_der().map_err(|e| ManagerError {
+        class: crate::manager::ErrorClass::Refused,
         message: e.to_string(),
     })?;
     let report = status::cert_report(&der_bytes).ok_or_else(|| ManagerError {
+        class: crate::manager::ErrorClass::Refused,
         message: "the current certificate cannot be read".into(),
     })?;
     match report.state {
@@ -341,6 +345,7 @@ fn check_renewable(
         false
     } else {
         let tbs_der = crl.tbs_cert_list.to_der().map_err(|e| ManagerError {
+            class: crate::manager::ErrorClass::Refused,
             message: e.to_string(),
         })?;
         let sig = crl.signature.as_bytes().unwrap_or_default();
@@ -399,6 +404,7 @@ fn check_renewable(
 
 fn encoding(e: der::Error) -> ManagerError {
     ManagerError {
+        class: crate::manager::ErrorClass::Refused,
         message: format!("cannot encode the request: {e}"),
     }
 }
@@ -452,6 +458,7 @@ pub fn request(card: &CardSession, opts: &RequestOptions<'_>, pin: &[u8]) -> Res
         return fail(format!("slot {slot} holds no certificate to renew"));
     };
     let current = Certificate::from_der(&facts.der).map_err(|e| ManagerError {
+        class: crate::manager::ErrorClass::Refused,
         message: format!("the certificate in slot {slot} does not parse: {e}"),
     })?;
     let (revocation, days_left) = check_renewable(&current, opts)?;
@@ -584,6 +591,7 @@ pub fn install(
     pin: &[u8],
 ) -> Result<InstallReport> {
     let new_der = new_cert.to_der().map_err(|e| ManagerError {
+        class: crate::manager::ErrorClass::Refused,
         message: e.to_string(),
     })?;
     let new_key = certificate_key(new_cert)?;
@@ -626,6 +634,7 @@ pub fn install(
         ));
     };
     let old_cert = Certificate::from_der(&old_facts.der).map_err(|e| ManagerError {
+        class: crate::manager::ErrorClass::Refused,
         message: format!("the certificate in slot {slot} does not parse: {e}"),
     })?;
     let old_key = certificate_key(&old_cert)?;
@@ -641,6 +650,7 @@ pub fn install(
         }
     }
     let report = status::cert_report(&new_der).ok_or_else(|| ManagerError {
+        class: crate::manager::ErrorClass::Refused,
         message: "the renewed certificate cannot be read".into(),
     })?;
     if report.state == "expired" {
@@ -680,6 +690,7 @@ pub fn install(
 
 fn print_json<T: Serialize>(value: &T) -> Result<()> {
     let text = serde_json::to_string_pretty(value).map_err(|e| ManagerError {
+        class: crate::manager::ErrorClass::Refused,
         message: e.to_string(),
     })?;
     say!("{text}");
@@ -688,6 +699,7 @@ fn print_json<T: Serialize>(value: &T) -> Result<()> {
 
 fn write(path: &Path, bytes: &[u8]) -> Result<()> {
     std::fs::write(path, bytes).map_err(|e| ManagerError {
+        class: crate::manager::ErrorClass::Refused,
         message: format!("cannot write {}: {e}", path.display()),
     })
 }

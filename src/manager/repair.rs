@@ -29,6 +29,7 @@ pub fn repair(card: &CardSession, pin: &[u8], backup_dir: &Path) -> Result<Repai
     let outcome = with(|lib| lib.repair(card.handle)).map_err(|e| {
         if e.message.contains("management key") {
             ManagerError {
+                class: crate::manager::ErrorClass::Refused,
                 message: format!(
                     "{}: the unfinished change cannot be finished without it",
                     e.message

@@ -14,6 +14,7 @@ pub fn read(what: &str, file: Option<&Path>, confirm: bool) -> Result<Zeroizing<
         Some(p) if p == Path::new("-") => first_line(&mut std::io::stdin().lock())?,
         Some(p) => {
             let f = std::fs::File::open(p).map_err(|e| super::ManagerError {
+                class: crate::manager::ErrorClass::Refused,
                 message: format!("cannot read {what} from {}: {e}", p.display()),
             })?;
             first_line(&mut std::io::BufReader::new(f))?

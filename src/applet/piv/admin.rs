@@ -301,3 +301,64 @@ pub fn settle_management_key(ch: &mut dyn Channel) -> Result<(), CardError> {
     }
     store_management_key(ch, &new)
 }
+
+/// What blocking the PIN and PUK took before a factory reset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ResetReport {
+    /// Wrong PINs presented to block the PIN.
+    pub pin_tries_spent: u8,
+    /// Wrong PUKs presented to block the PUK.
+    pub puk_tries_spent: u8,
+}
+
+/// Sends `cmd` (a check with a wrong value) until the card says blocked; returns how many
+/// tries it spent (at most 255: a counter is one byte).
+fn spend_tries(ch: &mut dyn Channel, cmd: &Command) -> Result<u8, CardError> {
+    let mut spent = 0u8;
+    for _ in 0..255 {
+        match exchange(ch, cmd)?.sw {
+            StatusWord::VerifyFail { tries: 0 } => return Ok(spent.saturating_add(1)),
+            StatusWord::VerifyFail { .. } => spent = spent.saturating_add(1),
+            StatusWord::AuthBlocked => return Ok(spent),
+            StatusWord::Success => {
+                return Err(CardError::Malformed(
+                    "the card accepted an impossible PIN or PUK",
+                ))
+            }
+            sw => return Err(CardError::Status(sw)),
+        }
+    }
+    Ok(spent)
+}
+
+/// A wrong value that cannot be anyone's real PIN or PUK by accident (PINs and PUKs are
+/// digits on every card Tessera sets up): used to block both before a factory reset.
+const BLOCKING_VALUE: &[u8] = b"\xFE\xFE\xFE\xFE\xFE\xFE\xFE\xFE";
+
+/// Factory reset (Yubico RESET, INS FB): the card erases every key, certificate and object
+/// and goes back to the factory PIN, PUK and management key. Cards allow it only while PIN and
+/// PUK are both blocked, so both are blocked first with a value no holder uses (the holder
+/// asked for the erase; this is not a retry on their behalf) — but only after the card has
+/// shown it knows the command: RESET is sent first, and a card that does not know it answers
+/// so with nothing blocked (a YubiKey answers 6985, "not while PIN and PUK work").
+pub fn factory_reset(ch: &mut dyn Channel) -> Result<ResetReport, CardError> {
+    let mut report = ResetReport::default();
+    let cmd = Command::new(0xFB, 0x00, 0x00).with_le(None);
+    match exchange(ch, &cmd)?.sw {
+        StatusWord::Success => return Ok(report),
+        StatusWord::ConditionsNotSatisfied => {}
+        sw => return Err(CardError::Status(sw)),
+    }
+    let mut data = Zeroizing::new(BLOCKING_VALUE.to_vec());
+    let verify = Command::new(0x20, 0x00, key_ref::PIN)
+        .with_data(&data)
+        .with_le(None);
+    report.pin_tries_spent = spend_tries(ch, &verify)?;
+    data.extend_from_slice(BLOCKING_VALUE);
+    let unblock = Command::new(0x2C, 0x00, key_ref::PIN)
+        .with_data(&data)
+        .with_le(None);
+    report.puk_tries_spent = spend_tries(ch, &unblock)?;
+    exchange(ch, &cmd)?.success()?;
+    Ok(report)
+}

@@ -39,6 +39,7 @@ pub fn pem_blocks(bytes: &[u8], labels: &[&str]) -> Option<Vec<Vec<u8>>> {
 
 pub(super) fn read_file(path: &Path) -> Result<Vec<u8>> {
     std::fs::read(path).map_err(|e| ManagerError {
+        class: crate::manager::ErrorClass::Refused,
         message: format!("cannot read {}: {e}", path.display()),
     })
 }
@@ -52,6 +53,7 @@ pub fn read_certificates(path: &Path) -> Result<Vec<Certificate>> {
         .map(|d| Certificate::from_der(d))
         .collect::<std::result::Result<_, _>>()
         .map_err(|e| ManagerError {
+            class: crate::manager::ErrorClass::Refused,
             message: format!("{} holds no readable certificate: {e}", path.display()),
         })?;
     if certs.is_empty() {
@@ -64,6 +66,7 @@ pub fn read_certificates(path: &Path) -> Result<Vec<Certificate>> {
 pub fn split_certificates(bytes: &[u8]) -> Result<Vec<Certificate>> {
     use der::Reader;
     let damaged = |e: der::Error| ManagerError {
+        class: crate::manager::ErrorClass::Refused,
         message: format!("a stored certificate is damaged: {e}"),
     };
     let mut reader = der::SliceReader::new(bytes).map_err(damaged)?;

@@ -70,13 +70,15 @@ pub struct SignArgs {
 #[command(after_help = "Examples:
   tessera verify contract.pdf.p7s contract.pdf   a detached signature and its file
   tessera verify memo.txt.p7s                    an attached signature
-  tessera verify --ca ca.pem contract.pdf.p7s contract.pdf   also check the issuer")]
+  tessera verify --ca ca.pem contract.pdf.p7s contract.pdf   trust your issuer's CA")]
 pub struct VerifyArgs {
     /// The signature (.p7s, DER or PEM).
     pub signature: PathBuf,
     /// The signed file (needed for a detached signature; for an attached one it must match).
     pub file: Option<PathBuf>,
-    /// Also check that the signer's certificate was issued by a CA certificate in FILE (PEM or DER).
+    /// Trust the CA certificates in FILE (PEM or DER): the signer must chain to one of them,
+    /// through intermediates carried in the signature (default: the system's trust store).
+    /// An intact signature whose signer does not chain to a trusted CA exits with status 7.
     #[arg(long, value_name = "FILE")]
     pub ca: Option<PathBuf>,
     /// Write the signed content of an attached signature to FILE.

@@ -78,6 +78,7 @@ pub fn sign_content(
 
 pub(super) fn der_error(e: der::Error) -> ManagerError {
     ManagerError {
+        class: crate::manager::ErrorClass::Refused,
         message: format!("encoding failed: {e}"),
     }
 }
@@ -186,6 +187,7 @@ pub fn sign(opts: &Options, args: &SignArgs) -> Result<()> {
         der_bytes
     };
     std::fs::write(&output, bytes).map_err(|e| ManagerError {
+        class: crate::manager::ErrorClass::Refused,
         message: format!("cannot write {}: {e}", output.display()),
     })?;
     let (contents, _, _) = with(|lib| lib.card_snapshot(card.handle))?;
@@ -225,6 +227,7 @@ pub fn sign(opts: &Options, args: &SignArgs) -> Result<()> {
 
 pub(super) fn print_json<T: Serialize>(value: &T) -> Result<()> {
     let text = serde_json::to_string_pretty(value).map_err(|e| ManagerError {
+        class: crate::manager::ErrorClass::Refused,
         message: e.to_string(),
     })?;
     say!("{text}");

@@ -98,6 +98,7 @@ impl<'a> CardSigner<'a> {
                 .first()
                 .copied()
                 .ok_or_else(|| ManagerError {
+                    class: crate::manager::ErrorClass::Refused,
                     message: format!(
                         "the private key of slot {slot} is not available (log in first)"
                     ),
@@ -139,6 +140,7 @@ impl<'a> CardSigner<'a> {
     /// Turns a builder error into the card's reason when there is one.
     pub fn explain(&self, what: &str, e: impl std::fmt::Display) -> ManagerError {
         self.take_failure().unwrap_or_else(|| ManagerError {
+            class: crate::manager::ErrorClass::Refused,
             message: format!("cannot build the {what}: {e}"),
         })
     }
@@ -269,6 +271,7 @@ pub fn signature_algorithm(public: &PublicKey) -> AlgorithmIdentifierOwned {
 /// r‖s (PKCS#11) → DER ECDSA-Sig-Value (X.509, CMS).
 pub fn ecdsa_raw_to_der(curve: Curve, raw: &[u8]) -> Result<Vec<u8>> {
     let bad = |_| ManagerError {
+        class: crate::manager::ErrorClass::Refused,
         message: "the card returned a malformed ECDSA signature".into(),
     };
     Ok(match curve {

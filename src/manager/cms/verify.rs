@@ -77,6 +77,7 @@ pub fn verify_signature(
             },
         )
         .ok_or_else(|| ManagerError {
+            class: crate::manager::ErrorClass::Refused,
             message: format!("unsupported signature algorithm {}", alg.oid),
         })?;
     let info = public.key_info();
@@ -95,6 +96,7 @@ pub fn verify_signature(
     let raw = match public.curve() {
         None => signature.to_vec(),
         Some(curve) => ecdsa_der_to_raw(curve, signature).ok_or_else(|| ManagerError {
+            class: crate::manager::ErrorClass::Refused,
             message: "the ECDSA signature is malformed".into(),
         })?,
     };
@@ -105,6 +107,7 @@ pub fn verify_signature(
     let mut op = VerifyOp::new(&mech, info)?;
     op.update(data)?;
     op.verify(public, &raw).map_err(|_| ManagerError {
+        class: crate::manager::ErrorClass::Refused,
         message: "the signature does not verify".into(),
     })
 }
@@ -117,6 +120,7 @@ pub fn certificate_key(cert: &Certificate) -> Result<PublicKey> {
         .to_der()
         .map_err(der_error)?;
     PublicKey::from_spki_der(&spki).map_err(|_| ManagerError {
+        class: crate::manager::ErrorClass::Refused,
         message: "the certificate's public key is of a kind Tessera cannot check".into(),
     })
 }
@@ -129,6 +133,7 @@ pub fn check_issued_by(cert: &Certificate, ca: &Certificate) -> Result<()> {
     }
     let tbs = cert.tbs_certificate.to_der().map_err(der_error)?;
     let sig = cert.signature.as_bytes().ok_or_else(|| ManagerError {
+        class: crate::manager::ErrorClass::Refused,
         message: "the certificate's signature is malformed".into(),
     })?;
     verify_signature(
@@ -139,6 +144,7 @@ pub fn check_issued_by(cert: &Certificate, ca: &Certificate) -> Result<()> {
         sig,
     )
     .map_err(|e| ManagerError {
+        class: crate::manager::ErrorClass::Refused,
         message: format!("the CA's key does not verify the certificate ({e})"),
     })
 }
@@ -146,6 +152,81 @@ pub fn check_issued_by(cert: &Certificate, ca: &Certificate) -> Result<()> {
 /// The CA among `cas` that issued `cert`, if any.
 pub fn find_issuer<'c>(cert: &Certificate, cas: &'c [Certificate]) -> Option<&'c Certificate> {
     cas.iter().find(|ca| check_issued_by(cert, ca).is_ok())
+}
+
+/// How long a certification path may be (leaf to anchor).
+const MAX_PATH: usize = 10;
+
+/// Whether a certificate may issue others: basicConstraints with cA true (RFC 5280 §4.2.1.9;
+/// a CA certificate without the extension is not accepted as an intermediate).
+fn is_ca(cert: &Certificate) -> bool {
+    cert.tbs_certificate
+        .extensions
+        .iter()
+        .flatten()
+        .find(|e| e.extn_id == rfc5280::ID_CE_BASIC_CONSTRAINTS)
+        .and_then(|e| {
+            x509_cert::ext::pkix::BasicConstraints::from_der(e.extn_value.as_bytes()).ok()
+        })
+        .is_some_and(|bc| bc.ca)
+}
+
+/// The certification path from `cert` to one of `anchors` (trusted as they are), through the
+/// CA certificates in `intermediates` (each checked: name, signature, cA, validity at `when`).
+/// Loops cannot happen (a certificate is used once) and the path is at most [`MAX_PATH`] long.
+/// Err says why no path was found.
+pub fn build_path<'c>(
+    cert: &'c Certificate,
+    intermediates: &'c [Certificate],
+    anchors: &'c [Certificate],
+    when: u64,
+) -> std::result::Result<Vec<&'c Certificate>, String> {
+    let mut path = vec![cert];
+    let mut current = cert;
+    for _ in 0..MAX_PATH {
+        if !valid_at(current, when) {
+            return Err(format!(
+                "{} was not valid at the signing time (valid {} to {})",
+                current.tbs_certificate.subject,
+                current.tbs_certificate.validity.not_before,
+                current.tbs_certificate.validity.not_after
+            ));
+        }
+        if anchors.iter().any(|a| a == current) {
+            return Ok(path);
+        }
+        if let Some(anchor) = anchors.iter().find(|a| check_issued_by(current, a).is_ok()) {
+            path.push(anchor);
+            return Ok(path);
+        }
+        let next = intermediates.iter().find(|i| {
+            !path.iter().any(|p| p == i) && is_ca(i) && check_issued_by(current, i).is_ok()
+        });
+        match next {
+            Some(i) => {
+                path.push(i);
+                current = i;
+            }
+            None => {
+                return Err(format!(
+                    "no trusted CA issued {} (issuer {})",
+                    current.tbs_certificate.subject, current.tbs_certificate.issuer
+                ))
+            }
+        }
+    }
+    Err(format!(
+        "the certification path is longer than {MAX_PATH} certificates"
+    ))
+}
+
+/// The system's trust store (Debian: /etc/ssl/certs/ca-certificates.crt; `SSL_CERT_FILE`
+/// overrides), as OpenSSL uses it. Unreadable or absent: no anchors.
+pub fn system_anchors() -> Vec<Certificate> {
+    let path = std::env::var_os("SSL_CERT_FILE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/etc/ssl/certs/ca-certificates.crt"));
+    read_certificates(&path).unwrap_or_default()
 }
 
 /// Unix seconds now.
@@ -205,6 +286,7 @@ pub fn parse_signed_data(bytes: &[u8]) -> Result<SignedData> {
         None => bytes.to_vec(),
     };
     let ci = ContentInfo::from_der(&der_bytes).map_err(|e| ManagerError {
+        class: crate::manager::ErrorClass::Refused,
         message: format!("not a CMS signature: {e}"),
     })?;
     if ci.content_type != rfc5911::ID_SIGNED_DATA {
@@ -216,6 +298,7 @@ pub fn parse_signed_data(bytes: &[u8]) -> Result<SignedData> {
     ci.content
         .decode_as::<SignedData>()
         .map_err(|e| ManagerError {
+            class: crate::manager::ErrorClass::Refused,
             message: format!("the SignedData does not parse: {e}"),
         })
 }
@@ -279,9 +362,11 @@ pub(super) fn verify_signer(
     cas: &[Certificate],
 ) -> Result<SignerReport> {
     let cert = signer_certificate(sd, si).ok_or_else(|| ManagerError {
+        class: crate::manager::ErrorClass::Refused,
         message: "the signer's certificate is not in the signature".into(),
     })?;
     let hash = digest_of(&si.digest_alg.oid).ok_or_else(|| ManagerError {
+        class: crate::manager::ErrorClass::Refused,
         message: format!("unsupported digest algorithm {}", si.digest_alg.oid),
     })?;
     let digest = hash.digest(content);
@@ -290,10 +375,11 @@ pub(super) fn verify_signer(
             let md = attribute(si, rfc5911::ID_MESSAGE_DIGEST)
                 .and_then(|a| a.decode_as::<der::asn1::OctetString>().ok())
                 .ok_or_else(|| ManagerError {
+                    class: crate::manager::ErrorClass::Refused,
                     message: "the signature has signed attributes but no message digest".into(),
                 })?;
             if md.as_bytes() != digest.as_slice() {
-                return fail("signature INVALID: the content was altered (its digest differs from the signed message digest)");
+                return crate::manager::fail_damaged("signature INVALID: the content was altered (its digest differs from the signed message digest)");
             }
             let ct = attribute(si, rfc5911::ID_CONTENT_TYPE)
                 .and_then(|a| a.decode_as::<ObjectIdentifier>().ok());
@@ -315,6 +401,7 @@ pub(super) fn verify_signer(
         si.signature.as_bytes(),
     )
     .map_err(|e| ManagerError {
+        class: crate::manager::ErrorClass::Damaged,
         message: format!(
             "signature INVALID for {}: {}",
             cert.tbs_certificate.subject, e.message
@@ -327,22 +414,37 @@ pub(super) fn verify_signer(
         let when = time
             .map(|t| t.to_unix_duration().as_secs())
             .unwrap_or_else(now_unix);
-        let Some(ca) = find_issuer(cert, cas) else {
-            return fail(format!(
-                "the signer's certificate ({}) was not issued by a CA in the given file",
-                cert.tbs_certificate.subject
-            ));
-        };
-        if !valid_at(cert, when) {
-            return fail(format!(
-                "the signer's certificate was not valid at the signing time (valid {} to {})",
-                cert.tbs_certificate.validity.not_before, cert.tbs_certificate.validity.not_after
-            ));
-        }
-        Some(format!(
-            "issued by {} (certificate signature checked, valid at the signing time)",
-            ca.tbs_certificate.subject
-        ))
+        let intermediates: Vec<Certificate> = sd
+            .certificates
+            .iter()
+            .flat_map(|set| set.0.iter())
+            .filter_map(|c| match c {
+                CertificateChoices::Certificate(c) => Some(c.clone()),
+                _ => None,
+            })
+            .collect();
+        let path = build_path(cert, &intermediates, cas, when).map_err(|why| {
+            ManagerError::new(
+                crate::manager::ErrorClass::Untrusted,
+                format!(
+                    "the signature is intact, but its signer ({}) is NOT TRUSTED: {why}",
+                    cert.tbs_certificate.subject
+                ),
+            )
+        })?;
+        Some(
+            path.iter()
+                .skip(1)
+                .map(|c| c.tbs_certificate.subject.to_string())
+                .collect::<Vec<_>>()
+                .join(" ← ")
+                .to_string(),
+        )
+        .map(|issuers| {
+            format!(
+                "chains to a trusted CA: {issuers} (every certificate's signature checked, each valid at the signing time)"
+            )
+        })
     };
     Ok(SignerReport {
         subject: cert.tbs_certificate.subject.to_string(),
@@ -367,7 +469,7 @@ pub fn verify_bytes(
     let embedded = attached_content(&sd);
     let content: Vec<u8> = match (&embedded, content) {
         (Some(e), Some(c)) if e.as_slice() != c => {
-            return fail("signature INVALID for this file: the file differs from the content inside the signature")
+            return crate::manager::fail_damaged("signature INVALID for this file: the file differs from the content inside the signature")
         }
         (Some(e), _) => e.clone(),
         (None, Some(c)) => c.to_vec(),
@@ -391,13 +493,11 @@ pub fn verify_bytes(
     ];
     let mut not_checked = vec!["revocation of the signer's certificate".to_owned()];
     if cas.is_empty() {
-        not_checked.insert(
-            0,
-            "the signer certificate's issuer (give --ca FILE to check it)".to_owned(),
-        );
+        not_checked.insert(0, "the signer certificate's issuer".to_owned());
     } else {
-        checked
-            .push("signer certificate issued by the given CA and valid at the signing time".into());
+        checked.push(
+            "certification path to a trusted CA, each certificate valid at the signing time".into(),
+        );
     }
     Ok(VerifyReport {
         valid: true,
@@ -412,13 +512,30 @@ pub fn verify_bytes(
 pub fn verify(opts: &Options, args: &VerifyArgs) -> Result<()> {
     let bytes = read_file(&args.signature)?;
     let content = args.file.as_deref().map(read_file).transpose()?;
-    let cas = args
-        .ca
-        .as_deref()
-        .map(read_certificates)
-        .transpose()?
-        .unwrap_or_default();
-    let report = verify_bytes(&bytes, content.as_deref(), &cas)?;
+    // Trust comes from --ca, else from the system's trust store (as OpenSSL's).
+    let (cas, trust) = match args.ca.as_deref() {
+        Some(path) => (
+            read_certificates(path)?,
+            format!("the CA certificates in {}", path.display()),
+        ),
+        None => (
+            system_anchors(),
+            "the system's trust store (give --ca FILE for your issuer's CA)".to_owned(),
+        ),
+    };
+    if cas.is_empty() {
+        return Err(ManagerError::new(
+            crate::manager::ErrorClass::Untrusted,
+            "no trusted CA certificates to check the signer against: give --ca FILE",
+        ));
+    }
+    let report = verify_bytes(&bytes, content.as_deref(), &cas).map_err(|e| {
+        if e.class == crate::manager::ErrorClass::Untrusted {
+            ManagerError::new(e.class, format!("{} (trusted: {trust})", e.message))
+        } else {
+            e
+        }
+    })?;
     if let Some(path) = &args.extract {
         let sd = parse_signed_data(&bytes)?;
         let Some(c) = attached_content(&sd) else {

@@ -108,6 +108,32 @@ impl Library {
         self.with_current_card(&s, |_, _| Ok(()))
     }
 
+    /// Factory reset of the session's card (every key and certificate erased; factory PIN,
+    /// PUK and management key): PIN and PUK are blocked first, as the card requires. The
+    /// caller has the holder's explicit confirmation.
+    pub fn reset_card(&self, h: CK_SESSION_HANDLE) -> Result<admin::ResetReport> {
+        let (s, rw) = self.session_slot(h)?;
+        if !rw {
+            return err(CKR_SESSION_READ_ONLY);
+        }
+        self.with_card(&s, |state, ctx| {
+            let out = state.transact(&s.source, ctx, false, |ch, card| {
+                let report = match admin::factory_reset(ch) {
+                    Ok(r) => r,
+                    Err(CardError::Status(
+                        StatusWord::InsNotSupported | StatusWord::ClaNotSupported,
+                    )) => return Ok(Err(Error::new(CKR_FUNCTION_NOT_SUPPORTED))),
+                    Err(e) => return Err(e),
+                };
+                card.reread(ch)?;
+                Ok(Ok(report))
+            })?;
+            state.login = Login::Public;
+            state.so_puk = None;
+            out
+        })
+    }
+
     /// Empties `slot`: key, certificate and chain.
     pub fn clear_slot(&self, h: CK_SESSION_HANDLE, slot: KeySlot) -> Result<()> {
         let (s, _) = self.session_slot(h)?;
