@@ -714,7 +714,7 @@ impl Story {
             .clone()
             .ok_or_else(|| err("no renewed certificate"))?;
         fresh_login(card);
-        let report = renew::install(card, &new_cert, Some(SLOT), PIN)?;
+        let report = renew::install(card, &new_cert, None, Some(SLOT), PIN)?;
         check(
             report.verified_new,
             "the new key signs a challenge the renewed certificate verifies",

@@ -286,7 +286,7 @@ pub fn open(opts: &Options) -> Result<CardSession> {
             // A virtual card file that is there but cannot be read is not a missing card.
             for path in crate::vcard::configured_paths() {
                 if !path.exists() {
-                    return Err(ManagerError::new(ErrorClass::Usage, format!(
+                    return Err(ManagerError::new(ErrorClass::NoCard, format!(
                         "the virtual card file {} does not exist: create it with `tessera vcard init {}`",
                         path.display(),
                         path.display()
@@ -300,7 +300,12 @@ pub fn open(opts: &Options) -> Result<CardSession> {
             }
             return Err(ManagerError::new(ErrorClass::NoCard, "no card found: insert a card, or name a virtual card with --vcard FILE (run `tessera doctor`)"));
         }
-        [] => return fail("no card matches --reader/--serial (see `tessera list`)"),
+        [] => {
+            return Err(ManagerError::new(
+                ErrorClass::NoCard,
+                "no card matches --reader/--serial (see `tessera list`)",
+            ))
+        }
         _ => return fail("several cards are present: pick one with --reader NAME or --serial N (see `tessera list`)"),
     };
     let handle = with(|lib| lib.open_session(card.slot, CKF_SERIAL_SESSION | CKF_RW_SESSION))?;

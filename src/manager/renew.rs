@@ -66,6 +66,9 @@ pub enum RenewCommand {
     },
     /// Install the renewed certificate (its key must be the one staged by `renew request`).
     ///
+    /// CERT may be the certificate alone or a PEM bundle with its CA chain (as CAs deliver):
+    /// the certificate for the staged key is installed, the others are kept beside it.
+    ///
     /// Example: tessera renew install renewed.pem --slot 9c
     Install {
         /// The renewed certificate (PEM or DER).
@@ -547,15 +550,35 @@ pub struct InstallReport {
     pub verified_old: bool,
 }
 
-/// Reads a certificate file (PEM or DER); exactly one certificate.
-pub fn read_one_certificate(path: &Path) -> Result<Certificate> {
-    let mut all = read_certificates(path)?.into_iter();
-    match (all.next(), all.next()) {
-        (Some(c), None) => Ok(c),
-        _ => fail(format!(
-            "{} holds several certificates: give the renewed one alone",
-            path.display()
-        )),
+/// The renewed certificate out of what the CA delivered (one certificate, or a PEM bundle
+/// with its CA chain): the certificate whose key is a key staged on the card, and the others
+/// as its chain (concatenated DER; `None` for a lone certificate: the chain on the card stays).
+pub fn pick_renewed(
+    card: &CardSession,
+    delivered: &[Certificate],
+) -> Result<(Certificate, Option<Vec<u8>>)> {
+    let (contents, _, _) = with(|lib| lib.card_snapshot(card.handle))?;
+    let staged: Vec<&crate::token::mechanism::PublicKey> = staged_entries(&contents.entries)
+        .map(|e| &e.public_key)
+        .collect();
+    let mut renewed = None;
+    let mut chain = Vec::new();
+    for c in delivered {
+        let key = certificate_key(c).ok();
+        if renewed.is_none() && key.as_ref().is_some_and(|k| staged.contains(&k)) {
+            renewed = Some(c.clone());
+        } else {
+            chain.push(c.to_der().map_err(|e| ManagerError {
+                class: crate::manager::ErrorClass::Damaged,
+                message: format!("a certificate in the bundle does not encode: {e}"),
+            })?);
+        }
+    }
+    match (renewed, delivered.len()) {
+        (Some(c), 1) => Ok((c, None)),
+        (Some(c), _) => Ok((c, Some(chain.concat()))),
+        (None, 1) => Ok((delivered.first().cloned().ok_or_else(|| ManagerError::new(crate::manager::ErrorClass::Usage, "no certificate"))?, None)),
+        (None, _) => fail("none of the certificates delivered is for the new key staged on this card by `tessera renew request` (the card was not touched)"),
     }
 }
 
@@ -587,6 +610,7 @@ fn confirm_key(
 pub fn install(
     card: &CardSession,
     new_cert: &Certificate,
+    chain: Option<&[u8]>,
     slot: Option<KeySlot>,
     pin: &[u8],
 ) -> Result<InstallReport> {
@@ -666,7 +690,7 @@ pub fn install(
     card.login_user(pin)?;
     // One change: the staged key and the new certificate into the slot, the old key and
     // certificate into the staged slot (a crash leaves the old e-Cert or the new one).
-    with(|lib| lib.install_renewal(card.handle, slot, staged, &new_der, None))?;
+    with(|lib| lib.install_renewal(card.handle, slot, staged, &new_der, chain))?;
     let (after, _, _) = with(|lib| lib.card_snapshot(card.handle))?;
     let verified_new = confirm_key(card, &after, slot, &new_key, &new_der, pin)?;
     let verified_old = confirm_key(card, &after, staged, &old_key, &old_facts.der, pin)?;
@@ -770,11 +794,12 @@ pub fn run(opts: &Options, cmd: &RenewCommand) -> Result<()> {
             say!("send both to your certificate provider; then `tessera renew install CERT`");
         }
         RenewCommand::Install { cert, slot } => {
-            let new_cert = read_one_certificate(cert)?;
+            let delivered = read_certificates(cert)?;
             let slot = slot.as_deref().map(certs::parse_slot).transpose()?;
             let card = super::open_for_change(opts)?;
+            let (new_cert, chain) = pick_renewed(&card, &delivered)?;
             let pin = super::secret::read("PIN", opts.pin_file.as_deref(), false)?;
-            let report = install(&card, &new_cert, slot, pin.as_bytes())?;
+            let report = install(&card, &new_cert, chain.as_deref(), slot, pin.as_bytes())?;
             if opts.json {
                 print_json(&report)?;
             } else {
