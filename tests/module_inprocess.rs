@@ -2326,3 +2326,45 @@ fn a_damaged_certificate_is_one_missing_object() {
         "status reports the damaged certificate: {problems:?}"
     );
 }
+
+/// As installed (no `card-auth-token`): one token per card, 9E on it, usable without a login
+/// (CKA_PRIVATE false), so URIs without a token name find exactly one card.
+#[test]
+fn one_token_per_card_by_default() {
+    let dir = tempfile::tempdir().unwrap();
+    let card = dir.path().join("card.json");
+    tessera_pkcs11::vcard::CardFile::create(
+        &card,
+        &tessera_pkcs11::vcard::CardState::factory(4_100_097),
+    )
+    .unwrap();
+    let init = Initialized::one_token_per_card(&[&card]);
+    let slots = init.pkcs11.get_slots_with_token().unwrap();
+    assert_eq!(slots.len(), 1, "one token for the one card: {slots:?}");
+    let slot = slots[0];
+    let info = init.pkcs11.get_token_info(slot).unwrap();
+    assert_eq!(info.label(), "Tessera PIV #4100097");
+    assert!(info.login_required());
+    let s = init.pkcs11.open_rw_session(slot).unwrap();
+    s.login(UserType::User, Some(&pin(PIN))).unwrap();
+    let (public, _) = generate_ec(&s, 0x04, Curve::P256);
+    generate_ec(&s, 0x01, Curve::P256);
+    let point = ec_point(&s, public);
+    s.logout().unwrap();
+    // Without a login: 9E's private key is visible and signs; 9A's is not visible.
+    let private = object(&s, ObjectClass::PRIVATE_KEY, 0x04);
+    assert!(!attr_bool(&s, private, AttributeType::Private));
+    assert_eq!(label(&s, private), "CARD AUTH key");
+    let hashed = Hash::Sha256.digest(MESSAGE);
+    let sig = s.sign(&Mechanism::Ecdsa, private, &hashed).unwrap();
+    verify_ecdsa(Curve::P256, &point, &hashed, &sig);
+    assert!(s
+        .find_objects(&[
+            Attribute::Class(ObjectClass::PRIVATE_KEY),
+            Attribute::Id(vec![0x01])
+        ])
+        .unwrap()
+        .is_empty());
+    drop(s);
+    drop(init);
+}

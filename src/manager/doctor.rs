@@ -491,11 +491,16 @@ fn check_module(args: &DoctorArgs, out: &mut Vec<Check>) -> Option<PathBuf> {
             "module",
             Level::Ok,
             format!(
-                "{} loads and initialises: {}, {} slot(s), {} with a token (each card is two tokens: main + card authentication)",
+                "{} loads and initialises: {}, {} slot(s), {} with a token{}",
                 path.display(),
                 p.description,
                 p.slots.0,
-                p.slots.1
+                p.slots.1,
+                if crate::token::config::card_auth_token() {
+                    " (card-auth-token is on: each card is two tokens, main + card authentication)"
+                } else {
+                    " (one token per card)"
+                }
             ),
         )),
         Err(e) => out.push(with_fix(

@@ -71,6 +71,8 @@ pub struct Library {
     presence: Mutex<HashMap<CK_SLOT_ID, bool>>,
     reader_cache: Mutex<Option<(std::time::Instant, Vec<pcsc::ReaderInfo>)>>,
     cancelled: AtomicBool,
+    /// Each card shows a separate card-authentication token (decided at C_Initialize).
+    card_auth_tokens: bool,
 }
 
 type Global = Option<(u32, Arc<Library>)>;
@@ -78,15 +80,24 @@ type Global = Option<(u32, Arc<Library>)>;
 /// Slot IDs of card-authentication tokens: this plus the index of the card's main slot.
 pub const CARD_AUTH_SLOT_BASE: CK_SLOT_ID = 0x100;
 
-/// Whether cards get a separate card-authentication token (see [`Part`]); the control manager
-/// turns this off to see each card whole in one token.
-static CARD_AUTH_TOKENS: AtomicBool = AtomicBool::new(true);
+/// Whether cards get a separate card-authentication token (see [`Part`]): 0 as configured
+/// (`card-auth-token`, see [`super::config`]; off by default), 1 yes, 2 no.
+static CARD_AUTH_TOKENS: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
 
-/// Chooses, before C_Initialize, whether each card shows up as one token (`false`: everything,
-/// as the control manager wants it) or as a main token plus a card-authentication token
-/// (`true`, the default for applications).
+/// Chooses, before C_Initialize, whether each card shows up as one token whatever the
+/// configuration says (`false`: everything, as the control manager wants it) or as a main
+/// token plus a card-authentication token (`true`).
 pub fn set_card_auth_tokens(separate: bool) {
-    CARD_AUTH_TOKENS.store(separate, Ordering::SeqCst);
+    CARD_AUTH_TOKENS.store(if separate { 1 } else { 2 }, Ordering::SeqCst);
+}
+
+/// Whether this initialisation shows a separate card-authentication token per card.
+fn card_auth_tokens() -> bool {
+    match CARD_AUTH_TOKENS.load(Ordering::SeqCst) {
+        1 => true,
+        2 => false,
+        _ => super::config::card_auth_token(),
+    }
 }
 
 /// How long reader states from pcscd are reused by calls that send no APDU.
@@ -181,14 +192,14 @@ fn check_pin_format(pin: &[u8]) -> Result<()> {
 
 /// Adds the slots of a new card source: its main slot (ID = how many cards came before) and,
 /// unless turned off, its card-authentication slot ([`CARD_AUTH_SLOT_BASE`] + the same number).
-fn add_card_slots(slots: &mut Vec<Arc<Slot>>, source: Source) {
+fn add_card_slots(slots: &mut Vec<Arc<Slot>>, source: Source, separate: bool) {
     let index = slots.iter().filter(|s| s.part != Part::CardAuth).count() as CK_SLOT_ID;
     if index >= CARD_AUTH_SLOT_BASE {
         // Main slot IDs stay below the card-authentication range.
         log::warn!("more than {CARD_AUTH_SLOT_BASE} readers and virtual cards: {source:?} ignored");
         return;
     }
-    if CARD_AUTH_TOKENS.load(Ordering::SeqCst) {
+    if separate {
         let main = Slot::new(index, source, Part::Main);
         let card_auth = main.sibling(CARD_AUTH_SLOT_BASE + index, Part::CardAuth);
         slots.push(Arc::new(main));
@@ -210,11 +221,12 @@ impl Library {
             presence: Mutex::new(HashMap::new()),
             reader_cache: Mutex::new(None),
             cancelled: AtomicBool::new(false),
+            card_auth_tokens: card_auth_tokens(),
         };
         {
             let mut slots = lib.slots.write();
             for path in crate::vcard::configured_paths() {
-                add_card_slots(&mut slots, Source::Virtual(path));
+                add_card_slots(&mut slots, Source::Virtual(path), lib.card_auth_tokens);
             }
         }
         lib.refresh_readers();
@@ -263,7 +275,11 @@ impl Library {
                 .iter()
                 .any(|s| s.source == Source::Reader(r.name.clone()));
             if !known {
-                add_card_slots(&mut slots, Source::Reader(r.name.clone()));
+                add_card_slots(
+                    &mut slots,
+                    Source::Reader(r.name.clone()),
+                    self.card_auth_tokens,
+                );
             }
         }
         Some(readers)

@@ -6,6 +6,7 @@
 //! byte, byte arrays as they are) so that the ABI layer copies bytes and interprets nothing.
 
 pub mod attr;
+pub mod config;
 pub mod error;
 pub mod library;
 pub mod mechanism;

@@ -8,9 +8,11 @@
 #     shows "Tessera PIV #N" with its URL.
 #  3. `p11tool --list-all-certs` lists both certificates (the one read equals the one written);
 #     `p11tool --list-privkeys --login` lists the keys.
-#  4. `p11tool --test-sign --login --set-pin=PIN URL` passes for both keys, and for 9E on the
-#     card's card-authentication token without --login; a signature made by certtool with the
-#     card key verifies with the certificate.
+#  4. `p11tool --test-sign --login --set-pin=PIN URL` passes for the three keys; with the opt-in
+#     card-auth-token setting 9E signs without --login on its own token; a signature made by
+#     certtool with the card key verifies with the certificate.
+#  5. `p11tool --list-all-certs` with no URL lists the card's certificates when only Tessera's
+#     module is loaded (one token per card, as installed), and cannot choose with two tokens.
 # Run by pkg/scripts/test-all.sh; by hand:
 #   bash pkg/scripts/pcsc-lab.sh up /tmp/lab && . /tmp/lab/env
 #   TESSERA_BIN=$PWD/target/release/tessera LAB=/tmp/lab bash tests/interop/gnutls.sh
@@ -72,11 +74,10 @@ for id in 01 03; do
     T --login --pin "$PIN" --write-object "$D/cert$id.der" --type cert --id "$id"
   openssl x509 -inform DER -in "$D/cert$id.der" -out "$D/cert$id.pem"
 done
-# card authentication (9E) lives on the card's second token, which needs no login
-AUTH_TOKEN="$TOKEN Card Auth"
-URI_AUTH="pkcs11:token=Tessera%20PIV%20%23$SERIAL%20Card%20Auth"
-gate "pkcs11-tool --keypairgen EC:prime256v1 --id 04 on '$AUTH_TOKEN'" \
-  T --token-label "$AUTH_TOKEN" --login --pin "$PIN" --keypairgen --key-type EC:prime256v1 --id 04
+# card authentication (9E) is on the card's one token (as installed: no card-auth-token), and
+# its key needs no login
+gate "pkcs11-tool --keypairgen EC:prime256v1 --id 04 (9E)" \
+  T --login --pin "$PIN" --keypairgen --key-type EC:prime256v1 --id 04
 
 # ---- p11-kit registration ------------------------------------------------------------------------
 # The unprivileged user must be able to load the module and run tessera, wherever the checkout
@@ -118,8 +119,8 @@ printf '%s\n' "$OUT" >"$D/tokens.txt"
 if [ "$RC" -eq 0 ] && grep -q "Label: $TOKEN\$" "$D/tokens.txt"; then
   ok "p11tool --list-tokens shows 'Label: $TOKEN'"
 else notok "p11tool --list-tokens shows '$TOKEN' (exit $RC)" "$OUT"; fi
-if grep -q "Label: $AUTH_TOKEN\$" "$D/tokens.txt"; then ok "p11tool --list-tokens shows the card's second token 'Label: $AUTH_TOKEN'"
-else notok "p11tool --list-tokens shows '$AUTH_TOKEN'" "$OUT"; fi
+if [ "$(grep -c "Label: $TOKEN" "$D/tokens.txt")" = 1 ]; then ok "p11tool --list-tokens shows the card as one token"
+else notok "p11tool --list-tokens shows the card as one token" "$OUT"; fi
 # the token URL p11tool prints, for everything below
 URL=$(awk -v t="$TOKEN" '/^Token [0-9]+:/ { getline; u = $2 } /Label:/ { sub(/^[ \t]*Label: /, ""); if ($0 == t) { print u; exit } }' "$D/tokens.txt")
 if [ -n "$URL" ] && [[ "$URL" == "$URI_TOKEN"* ]] || [[ "$URL" == pkcs11:*token=Tessera%20PIV%20%23$SERIAL* ]]; then
@@ -133,6 +134,17 @@ if [ "$RC" -eq 0 ] && grep -q 'Label: Certificate for PIV Authentication' "$D/ce
   grep -q 'Label: Certificate for Key Management' "$D/certs.txt"; then
   ok "p11tool --list-all-certs lists the 9A and 9D certificates ($n objects)"
 else notok "p11tool --list-all-certs lists the 9A and 9D certificates (exit $RC)" "$OUT"; fi
+# Without a URL p11tool picks the token when there is exactly one: with Tessera's module alone
+# (--provider; p11-kit also loads OpenSC's module and its trust store, each a token of its own)
+# the card is one token and is picked; with card-auth-token on it is two, and p11tool gives up.
+run U timeout 30 p11tool --provider "$MODULE" --list-all-certs
+if [ "$RC" -eq 0 ] && printf '%s\n' "$OUT" | grep -q 'Label: Certificate for PIV Authentication'; then
+  ok "p11tool --provider MODULE --list-all-certs without a URL lists the card's certificates (exit 0)"
+else notok "p11tool --provider MODULE --list-all-certs without a URL lists the card's certificates (exit $RC)" "$OUT"; fi
+run U env TESSERA_CARD_AUTH_TOKEN=1 timeout 30 p11tool --provider "$MODULE" --list-all-certs
+if [ "$RC" -ne 0 ] && printf '%s\n' "$OUT" | grep -q 'no token URL was provided'; then
+  ok "…while with card-auth-token on (two tokens) p11tool cannot pick one: the reason it is off by default"
+else notok "with card-auth-token on p11tool --list-all-certs has two tokens to choose from (exit $RC)" "$OUT"; fi
 rm -f "$UHOME/export01.pem"
 run U timeout 30 p11tool --export "$URI_TOKEN;object=Certificate%20for%20PIV%20Authentication;type=cert" --outfile "$UHOME/export01.pem"
 check "p11tool --export of the 9A certificate equals the one written" \
@@ -156,12 +168,21 @@ for id in 01 03; do
     show_module_log "$TESSERA_LOG_FILE" 20
   fi
 done
-# 9E without any PIN, named by its token's URI
-run U timeout 60 p11tool --test-sign "$URI_AUTH;id=%04;type=private"
+# 9E: on the one token GnuTLS asks for the PIN first (the token needs a login, as NSS does);
+# with card-auth-token on, 9E is on a login-free token of its own and signs without any PIN
+run U timeout 60 p11tool --test-sign --login --set-pin="$PIN" "$URI_TOKEN;id=%04;type=private"
 if [ "$RC" -eq 0 ] && printf '%s\n' "$OUT" | grep -q 'Verifying against public key in the token... ok'; then
-  ok "p11tool --test-sign (no --login) '$URI_AUTH;id=%04;type=private': 9E signs without a PIN, verified against the token's public key"
+  ok "p11tool --test-sign '$URI_TOKEN;id=%04;type=private': 9E signs, verified against the token's public key"
 else
-  notok "p11tool --test-sign (no --login) '$URI_AUTH;id=%04;type=private' (exit $RC)" "$OUT"
+  notok "p11tool --test-sign '$URI_TOKEN;id=%04;type=private' (exit $RC)" "$OUT"
+  show_module_log "$TESSERA_LOG_FILE" 20
+fi
+URI_AUTH="pkcs11:token=Tessera%20PIV%20%23$SERIAL%20Card%20Auth"
+run U env TESSERA_CARD_AUTH_TOKEN=1 timeout 60 p11tool --test-sign "$URI_AUTH;id=%04;type=private"
+if [ "$RC" -eq 0 ] && printf '%s\n' "$OUT" | grep -q 'Verifying against public key in the token... ok'; then
+  ok "card-auth-token on: p11tool --test-sign (no --login) '$URI_AUTH;id=%04;type=private': 9E signs without a PIN"
+else
+  notok "card-auth-token on: p11tool --test-sign (no --login) '$URI_AUTH;id=%04;type=private' (exit $RC)" "$OUT"
   show_module_log "$TESSERA_LOG_FILE" 20
 fi
 

@@ -101,6 +101,14 @@ esign "pkeyutl -sign with the module from MODULE_PATH in OPENSSL_CONF (no PKCS11
   verified "…and that signature verifies" \
     openssl pkeyutl -verify -pubin -inkey "$D/pub01.pem" -in "$D/hash.bin" -sigfile "$D/sig.ec2"
 
+# The most common URI names no token: one token per card (as installed) makes it find exactly
+# one card, where two tokens made libp11 give up ("Multiple matching slots (2)").
+rm -f "$D/sig.notoken"
+esign "pkeyutl -engine pkcs11 -sign with 'pkcs11:id=%01;type=private;pin-value=…' (no token name)" \
+  "$D/sig.notoken" E pkeyutl -inkey "pkcs11:id=%01;type=private;pin-value=$PIN" -sign -in "$D/hash.bin" &&
+  verified "…and that signature verifies with the 9A certificate's key" \
+    openssl pkeyutl -verify -pubin -inkey "$D/pub01.pem" -in "$D/hash.bin" -sigfile "$D/sig.notoken"
+
 # ---- RSA, 9D ------------------------------------------------------------------------------------
 esign "pkeyutl -sign RSA PKCS#1 v1.5 (-pkeyopt digest:sha256) with key 03" "$D/sig.rsa" \
   E pkeyutl -inkey "$(key 03)" -sign -in "$D/hash.bin" -pkeyopt digest:sha256 &&

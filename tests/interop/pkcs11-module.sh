@@ -10,6 +10,9 @@
 #   TESSERA_BIN=$PWD/target/release/tessera LAB=/tmp/lab bash tests/interop/pkcs11-module.sh
 set -uo pipefail
 . "$(dirname "$0")/lib/common.bash"
+# This script exercises the opt-in card-auth-token setting: each card's card-authentication key
+# (9E) on a login-free token of its own, which Firefox needs for TLS with 9E without a PIN.
+export TESSERA_CARD_AUTH_TOKEN=1
 . "$(dirname "$0")/lib/p11.bash"
 
 PIN=123456

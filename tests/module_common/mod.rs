@@ -94,9 +94,22 @@ pub struct Initialized {
 }
 
 impl Initialized {
-    /// Initialises the module with `vcards` as TESSERA_VCARD (none: the variable is removed).
+    /// Initialises the module with `vcards` as TESSERA_VCARD (none: the variable is removed)
+    /// and the separate card-authentication token on (the opt-in setting most of these tests
+    /// exercise; [`Initialized::one_token_per_card`] is the default).
     pub fn new(vcards: &[&Path]) -> Self {
+        Self::with_card_auth_token(vcards, true)
+    }
+
+    /// Initialises the module as installed: one token per card.
+    pub fn one_token_per_card(vcards: &[&Path]) -> Self {
+        Self::with_card_auth_token(vcards, false)
+    }
+
+    fn with_card_auth_token(vcards: &[&Path], separate: bool) -> Self {
         let guard = lock();
+        // The environment wins over any configuration file of the machine's user.
+        std::env::set_var("TESSERA_CARD_AUTH_TOKEN", if separate { "1" } else { "0" });
         if vcards.is_empty() {
             std::env::remove_var("TESSERA_VCARD");
         } else {
