@@ -197,10 +197,7 @@ fn next_free_retired(history: &admin::KeyHistory) -> Option<KeySlot> {
 }
 
 fn read_crl(path: &Path) -> Result<CertificateList> {
-    let bytes = std::fs::read(path).map_err(|e| ManagerError {
-        class: crate::manager::ErrorClass::Refused,
-        message: format!("cannot read {}: {e}", path.display()),
-    })?;
+    let bytes = card_cms::read_bounded(path, card_cms::MAX_STRUCTURE)?;
     let der_bytes = match pem_blocks(&bytes, &["X509 CRL"]) {
         Some(mut b) if !b.is_empty() => b.swap_remove(0),
         Some(_) => return fail(format!("{} holds no X509 CRL", path.display())),

@@ -37,11 +37,40 @@ pub fn pem_blocks(bytes: &[u8], labels: &[&str]) -> Option<Vec<Vec<u8>>> {
     Some(out)
 }
 
-pub(super) fn read_file(path: &Path) -> Result<Vec<u8>> {
-    std::fs::read(path).map_err(|e| ManagerError {
-        class: crate::manager::ErrorClass::Refused,
+/// The largest document `tessera sign` signs or `tessera verify` checks (it is read whole).
+pub const MAX_DOCUMENT: u64 = 512 * 1024 * 1024;
+/// The largest certificate, CRL or signature file read.
+pub const MAX_STRUCTURE: u64 = 16 * 1024 * 1024;
+
+/// Reads a file of at most `limit` bytes; a larger one (or an endless one, /dev/zero) is
+/// refused with a message naming the file and the limit.
+pub fn read_bounded(path: &Path, limit: u64) -> Result<Vec<u8>> {
+    use std::io::Read;
+    let cannot = |e: std::io::Error| ManagerError {
+        class: crate::manager::ErrorClass::Usage,
         message: format!("cannot read {}: {e}", path.display()),
-    })
+    };
+    let file = std::fs::File::open(path).map_err(cannot)?;
+    let mut bytes = Vec::new();
+    file.take(limit.saturating_add(1))
+        .read_to_end(&mut bytes)
+        .map_err(cannot)?;
+    if bytes.len() as u64 > limit {
+        return Err(ManagerError {
+            class: crate::manager::ErrorClass::Usage,
+            message: format!(
+                "{} is larger than {} MiB: not a file Tessera reads here",
+                path.display(),
+                limit / (1024 * 1024)
+            ),
+        });
+    }
+    Ok(bytes)
+}
+
+/// A signature, certificate or CRL file ([`MAX_STRUCTURE`] at most).
+pub(super) fn read_file(path: &Path) -> Result<Vec<u8>> {
+    read_bounded(path, MAX_STRUCTURE)
 }
 
 /// Certificates from a file: PEM (any number) or one DER certificate.

@@ -164,7 +164,7 @@ pub fn sign_data(
 
 /// Runs `tessera sign`.
 pub fn sign(opts: &Options, args: &SignArgs) -> Result<()> {
-    let content = read_file(&args.file)?;
+    let content = read_bounded(&args.file, MAX_DOCUMENT)?;
     let slot = args.slot.as_deref().map(certs::parse_slot).transpose()?;
     let card = crate::manager::open(opts)?;
     let pin = crate::manager::secret::read("PIN", opts.pin_file.as_deref(), false)?;

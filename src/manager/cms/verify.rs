@@ -511,7 +511,11 @@ pub fn verify_bytes(
 /// Runs `tessera verify`.
 pub fn verify(opts: &Options, args: &VerifyArgs) -> Result<()> {
     let bytes = read_file(&args.signature)?;
-    let content = args.file.as_deref().map(read_file).transpose()?;
+    let content = args
+        .file
+        .as_deref()
+        .map(|f| read_bounded(f, MAX_DOCUMENT))
+        .transpose()?;
     // Trust comes from --ca, else from the system's trust store (as OpenSSL's).
     let (cas, trust) = match args.ca.as_deref() {
         Some(path) => (
