@@ -115,6 +115,8 @@ expect_status "tessera verify without --ca: intact, but the test root is not in 
 expect_status "the forgery in the holder's name is not 'valid' without --ca (exit 7)" 7 'NOT TRUSTED' \
   T verify "$D/forged.p7s"
 expect_status "the forgery with --ca root.pem (exit 7)" 7 'NOT TRUSTED' T verify --ca "$D/root.pem" "$D/forged.p7s"
+expect_status "an endless signature file (/dev/zero) is refused, naming it and the limit (exit 2)" 2 \
+  '/dev/zero is larger than 16 MiB' T verify /dev/zero
 printf 'a changed contract\n' >"$D/doc.changed"
 expect_status "a changed document: signature INVALID (exit 5)" 5 'INVALID' \
   T verify --ca "$D/root.pem" "$D/doc.p7s" "$D/doc.changed"
