@@ -321,10 +321,7 @@ pub fn prove_key(
     if flag(CKA_SIGN)? {
         // A signing key signs a fresh challenge that the certificate's key verifies.
         let mech = Mechanism {
-            ty: match info {
-                mechanism::KeyInfo::Rsa { .. } => CKM_SHA256_RSA_PKCS,
-                mechanism::KeyInfo::Ec { .. } => CKM_ECDSA_SHA256,
-            },
+            ty: mechanism::signing_mechanism(&info, mechanism::HashAlg::Sha256),
             param: MechParam::None,
         };
         let signature = with(|lib| {

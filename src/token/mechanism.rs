@@ -31,36 +31,108 @@ const EC_BITS: (CK_ULONG, CK_ULONG) = (256, 384);
 /// Flags every EC mechanism carries: prime fields, curves named by OID, uncompressed points.
 const EC_FLAGS: CK_FLAGS = CKF_EC_F_P | CKF_EC_NAMEDCURVE | CKF_EC_UNCOMPRESS;
 
-static SUPPORTED: [CK_MECHANISM_TYPE; 28] = [
-    CKM_RSA_PKCS_KEY_PAIR_GEN,
-    CKM_RSA_PKCS,
-    CKM_RSA_X_509,
-    CKM_RSA_PKCS_OAEP,
-    CKM_RSA_PKCS_PSS,
-    CKM_SHA1_RSA_PKCS,
-    CKM_SHA224_RSA_PKCS,
-    CKM_SHA256_RSA_PKCS,
-    CKM_SHA384_RSA_PKCS,
-    CKM_SHA512_RSA_PKCS,
-    CKM_SHA1_RSA_PKCS_PSS,
-    CKM_SHA224_RSA_PKCS_PSS,
-    CKM_SHA256_RSA_PKCS_PSS,
-    CKM_SHA384_RSA_PKCS_PSS,
-    CKM_SHA512_RSA_PKCS_PSS,
-    CKM_EC_KEY_PAIR_GEN,
-    CKM_ECDSA,
-    CKM_ECDSA_SHA1,
-    CKM_ECDSA_SHA224,
-    CKM_ECDSA_SHA256,
-    CKM_ECDSA_SHA384,
-    CKM_ECDSA_SHA512,
-    CKM_ECDH1_DERIVE,
-    CKM_SHA_1,
-    CKM_SHA224,
-    CKM_SHA256,
-    CKM_SHA384,
-    CKM_SHA512,
+/// What a mechanism works on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Family {
+    /// RSA keys.
+    Rsa,
+    /// EC keys.
+    Ec,
+    /// No key: a digest.
+    Digest,
+}
+
+/// One mechanism the token offers: the one table the module (C_GetMechanismList/Info,
+/// CKA_ALLOWED_MECHANISMS), the control manager (which mechanism signs with a key and a hash)
+/// and the tests read.
+#[derive(Clone, Copy, Debug)]
+pub struct MechanismEntry {
+    /// CKM_* value.
+    pub ty: CK_MECHANISM_TYPE,
+    /// What it works on.
+    pub family: Family,
+    /// CKF_* functions it offers.
+    pub flags: CK_FLAGS,
+    /// The hash the host computes first (hash-and-sign mechanisms), or the digest's own.
+    pub hash: Option<HashAlg>,
+    /// An RSA-PSS mechanism (takes CK_RSA_PKCS_PSS_PARAMS).
+    pub pss: bool,
+}
+
+const SIGN: CK_FLAGS = CKF_HW | CKF_SIGN | CKF_VERIFY;
+const CRYPT: CK_FLAGS = CKF_HW | CKF_ENCRYPT | CKF_DECRYPT;
+
+const fn m(
+    ty: CK_MECHANISM_TYPE,
+    family: Family,
+    flags: CK_FLAGS,
+    hash: Option<HashAlg>,
+    pss: bool,
+) -> MechanismEntry {
+    MechanismEntry {
+        ty,
+        family,
+        flags,
+        hash,
+        pss,
+    }
+}
+
+use Family::{Digest as D, Ec as E, Rsa as R};
+use HashAlg::{Sha1 as S1, Sha224 as S224, Sha256 as S256, Sha384 as S384, Sha512 as S512};
+
+/// Every mechanism the token offers.
+pub static TABLE: [MechanismEntry; 28] = [
+    m(
+        CKM_RSA_PKCS_KEY_PAIR_GEN,
+        R,
+        CKF_HW | CKF_GENERATE_KEY_PAIR,
+        None,
+        false,
+    ),
+    m(CKM_RSA_PKCS, R, SIGN | CRYPT, None, false),
+    m(CKM_RSA_X_509, R, SIGN | CRYPT, None, false),
+    m(CKM_RSA_PKCS_OAEP, R, CRYPT, None, false),
+    m(CKM_RSA_PKCS_PSS, R, SIGN, None, true),
+    m(CKM_SHA1_RSA_PKCS, R, SIGN, Some(S1), false),
+    m(CKM_SHA224_RSA_PKCS, R, SIGN, Some(S224), false),
+    m(CKM_SHA256_RSA_PKCS, R, SIGN, Some(S256), false),
+    m(CKM_SHA384_RSA_PKCS, R, SIGN, Some(S384), false),
+    m(CKM_SHA512_RSA_PKCS, R, SIGN, Some(S512), false),
+    m(CKM_SHA1_RSA_PKCS_PSS, R, SIGN, Some(S1), true),
+    m(CKM_SHA224_RSA_PKCS_PSS, R, SIGN, Some(S224), true),
+    m(CKM_SHA256_RSA_PKCS_PSS, R, SIGN, Some(S256), true),
+    m(CKM_SHA384_RSA_PKCS_PSS, R, SIGN, Some(S384), true),
+    m(CKM_SHA512_RSA_PKCS_PSS, R, SIGN, Some(S512), true),
+    m(
+        CKM_EC_KEY_PAIR_GEN,
+        E,
+        CKF_HW | CKF_GENERATE_KEY_PAIR | EC_FLAGS,
+        None,
+        false,
+    ),
+    m(CKM_ECDSA, E, SIGN | EC_FLAGS, None, false),
+    m(CKM_ECDSA_SHA1, E, SIGN | EC_FLAGS, Some(S1), false),
+    m(CKM_ECDSA_SHA224, E, SIGN | EC_FLAGS, Some(S224), false),
+    m(CKM_ECDSA_SHA256, E, SIGN | EC_FLAGS, Some(S256), false),
+    m(CKM_ECDSA_SHA384, E, SIGN | EC_FLAGS, Some(S384), false),
+    m(CKM_ECDSA_SHA512, E, SIGN | EC_FLAGS, Some(S512), false),
+    m(
+        CKM_ECDH1_DERIVE,
+        E,
+        CKF_HW | CKF_DERIVE | EC_FLAGS,
+        None,
+        false,
+    ),
+    m(CKM_SHA_1, D, CKF_DIGEST, Some(S1), false),
+    m(CKM_SHA224, D, CKF_DIGEST, Some(S224), false),
+    m(CKM_SHA256, D, CKF_DIGEST, Some(S256), false),
+    m(CKM_SHA384, D, CKF_DIGEST, Some(S384), false),
+    m(CKM_SHA512, D, CKF_DIGEST, Some(S512), false),
 ];
+
+static SUPPORTED: std::sync::LazyLock<Vec<CK_MECHANISM_TYPE>> =
+    std::sync::LazyLock::new(|| TABLE.iter().map(|e| e.ty).collect());
 
 /// Every mechanism the token offers, for C_GetMechanismList.
 pub fn supported() -> &'static [CK_MECHANISM_TYPE] {
@@ -70,74 +142,46 @@ pub fn supported() -> &'static [CK_MECHANISM_TYPE] {
 /// The mechanisms a key of this type can be used with (CKA_ALLOWED_MECHANISMS): every
 /// sign, verify, encrypt, decrypt or derive mechanism of its family.
 pub fn mechanisms_for_key(ec: bool) -> &'static [CK_MECHANISM_TYPE] {
-    static RSA: [CK_MECHANISM_TYPE; 14] = [
-        CKM_RSA_PKCS,
-        CKM_RSA_X_509,
-        CKM_RSA_PKCS_OAEP,
-        CKM_RSA_PKCS_PSS,
-        CKM_SHA1_RSA_PKCS,
-        CKM_SHA224_RSA_PKCS,
-        CKM_SHA256_RSA_PKCS,
-        CKM_SHA384_RSA_PKCS,
-        CKM_SHA512_RSA_PKCS,
-        CKM_SHA1_RSA_PKCS_PSS,
-        CKM_SHA224_RSA_PKCS_PSS,
-        CKM_SHA256_RSA_PKCS_PSS,
-        CKM_SHA384_RSA_PKCS_PSS,
-        CKM_SHA512_RSA_PKCS_PSS,
-    ];
-    static EC: [CK_MECHANISM_TYPE; 7] = [
-        CKM_ECDSA,
-        CKM_ECDSA_SHA1,
-        CKM_ECDSA_SHA224,
-        CKM_ECDSA_SHA256,
-        CKM_ECDSA_SHA384,
-        CKM_ECDSA_SHA512,
-        CKM_ECDH1_DERIVE,
-    ];
+    static FOR_KEY: std::sync::LazyLock<[Vec<CK_MECHANISM_TYPE>; 2]> =
+        std::sync::LazyLock::new(|| {
+            let of = |family| {
+                TABLE
+                    .iter()
+                    .filter(|e| e.family == family && e.flags & CKF_GENERATE_KEY_PAIR == 0)
+                    .map(|e| e.ty)
+                    .collect()
+            };
+            [of(Family::Rsa), of(Family::Ec)]
+        });
+    let [rsa, ec_list] = &*FOR_KEY;
     if ec {
-        &EC
+        ec_list
     } else {
-        &RSA
+        rsa
     }
 }
 
-/// What a mechanism works on.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Family {
-    Rsa,
-    Ec,
-    Digest,
+/// The table's entry of a supported mechanism.
+pub fn lookup(ty: CK_MECHANISM_TYPE) -> Option<&'static MechanismEntry> {
+    TABLE.iter().find(|e| e.ty == ty)
+}
+
+/// The hash-and-sign mechanism for a key of `key`'s kind and `hash` (PKCS#1 v1.5 for RSA,
+/// ECDSA for EC): what the control manager signs and checks CMS and requests with.
+pub fn signing_mechanism(key: &KeyInfo, hash: HashAlg) -> CK_MECHANISM_TYPE {
+    let family = match key {
+        KeyInfo::Rsa { .. } => Family::Rsa,
+        KeyInfo::Ec { .. } => Family::Ec,
+    };
+    TABLE
+        .iter()
+        .find(|e| e.family == family && e.hash == Some(hash) && !e.pss && e.flags & CKF_SIGN != 0)
+        .map_or(CKM_VENDOR_DEFINED, |e| e.ty)
 }
 
 /// The key family and the flags of a supported mechanism.
 fn entry(ty: CK_MECHANISM_TYPE) -> Option<(Family, CK_FLAGS)> {
-    const SIGN: CK_FLAGS = CKF_HW | CKF_SIGN | CKF_VERIFY;
-    const CRYPT: CK_FLAGS = CKF_HW | CKF_ENCRYPT | CKF_DECRYPT;
-    Some(match ty {
-        CKM_RSA_PKCS_KEY_PAIR_GEN => (Family::Rsa, CKF_HW | CKF_GENERATE_KEY_PAIR),
-        CKM_RSA_PKCS | CKM_RSA_X_509 => (Family::Rsa, SIGN | CRYPT),
-        CKM_RSA_PKCS_OAEP => (Family::Rsa, CRYPT),
-        CKM_RSA_PKCS_PSS
-        | CKM_SHA1_RSA_PKCS
-        | CKM_SHA224_RSA_PKCS
-        | CKM_SHA256_RSA_PKCS
-        | CKM_SHA384_RSA_PKCS
-        | CKM_SHA512_RSA_PKCS
-        | CKM_SHA1_RSA_PKCS_PSS
-        | CKM_SHA224_RSA_PKCS_PSS
-        | CKM_SHA256_RSA_PKCS_PSS
-        | CKM_SHA384_RSA_PKCS_PSS
-        | CKM_SHA512_RSA_PKCS_PSS => (Family::Rsa, SIGN),
-        CKM_EC_KEY_PAIR_GEN => (Family::Ec, CKF_HW | CKF_GENERATE_KEY_PAIR | EC_FLAGS),
-        CKM_ECDSA | CKM_ECDSA_SHA1 | CKM_ECDSA_SHA224 | CKM_ECDSA_SHA256 | CKM_ECDSA_SHA384
-        | CKM_ECDSA_SHA512 => (Family::Ec, SIGN | EC_FLAGS),
-        CKM_ECDH1_DERIVE => (Family::Ec, CKF_HW | CKF_DERIVE | EC_FLAGS),
-        CKM_SHA_1 | CKM_SHA224 | CKM_SHA256 | CKM_SHA384 | CKM_SHA512 => {
-            (Family::Digest, CKF_DIGEST)
-        }
-        _ => return None,
-    })
+    lookup(ty).map(|e| (e.family, e.flags))
 }
 
 /// C_GetMechanismInfo for a supported mechanism; `None` → CKR_MECHANISM_INVALID.
@@ -163,26 +207,11 @@ pub fn allows(mech: CK_MECHANISM_TYPE, function: CK_FLAGS) -> bool {
 /// The hash the host computes before the card signs, for the SHAx_RSA_PKCS(_PSS) and
 /// ECDSA_SHAx mechanisms.
 pub fn signature_hash(mech: CK_MECHANISM_TYPE) -> Option<HashAlg> {
-    Some(match mech {
-        CKM_SHA1_RSA_PKCS | CKM_SHA1_RSA_PKCS_PSS | CKM_ECDSA_SHA1 => HashAlg::Sha1,
-        CKM_SHA224_RSA_PKCS | CKM_SHA224_RSA_PKCS_PSS | CKM_ECDSA_SHA224 => HashAlg::Sha224,
-        CKM_SHA256_RSA_PKCS | CKM_SHA256_RSA_PKCS_PSS | CKM_ECDSA_SHA256 => HashAlg::Sha256,
-        CKM_SHA384_RSA_PKCS | CKM_SHA384_RSA_PKCS_PSS | CKM_ECDSA_SHA384 => HashAlg::Sha384,
-        CKM_SHA512_RSA_PKCS | CKM_SHA512_RSA_PKCS_PSS | CKM_ECDSA_SHA512 => HashAlg::Sha512,
-        _ => return None,
-    })
+    lookup(mech).filter(|e| e.family != Family::Digest)?.hash
 }
 
 fn is_pss(mech: CK_MECHANISM_TYPE) -> bool {
-    matches!(
-        mech,
-        CKM_RSA_PKCS_PSS
-            | CKM_SHA1_RSA_PKCS_PSS
-            | CKM_SHA224_RSA_PKCS_PSS
-            | CKM_SHA256_RSA_PKCS_PSS
-            | CKM_SHA384_RSA_PKCS_PSS
-            | CKM_SHA512_RSA_PKCS_PSS
-    )
+    lookup(mech).is_some_and(|e| e.pss)
 }
 
 /// Checked PSS parameters.

@@ -696,6 +696,21 @@ pub fn raw_mechanism_list(slot: Slot) -> Vec<cryptoki_sys::CK_MECHANISM_TYPE> {
     list
 }
 
+/// Raw C_GetMechanismInfo.
+pub fn raw_mechanism_info(
+    slot: Slot,
+    mech: cryptoki_sys::CK_MECHANISM_TYPE,
+) -> (CK_RV, cryptoki_sys::CK_MECHANISM_INFO) {
+    let f = loaded()
+        .list
+        .C_GetMechanismInfo
+        .expect("C_GetMechanismInfo");
+    let mut info = cryptoki_sys::CK_MECHANISM_INFO::default();
+    // SAFETY: `info` is a valid, writable CK_MECHANISM_INFO.
+    let rv = unsafe { f(CK_SLOT_ID::from(slot), mech, &mut info) };
+    (rv, info)
+}
+
 /// Raw C_SignInit with a mechanism cryptoki cannot name (CKM_SHA224_RSA_PKCS_PSS).
 pub fn raw_sign_init<P>(
     session: CK_SESSION_HANDLE,

@@ -147,10 +147,10 @@ impl<'a> CardSigner<'a> {
 
     fn mechanism(&self) -> Mechanism {
         Mechanism {
-            ty: match self.public.key_info() {
-                KeyInfo::Rsa { .. } => CKM_SHA256_RSA_PKCS,
-                KeyInfo::Ec { .. } => CKM_ECDSA_SHA256,
-            },
+            ty: crate::token::mechanism::signing_mechanism(
+                &self.public.key_info(),
+                HashAlg::Sha256,
+            ),
             param: MechParam::None,
         }
     }

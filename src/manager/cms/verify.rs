@@ -40,21 +40,6 @@ pub(super) fn hash_of_signature(oid: &ObjectIdentifier) -> Option<HashAlg> {
     })
 }
 
-pub(super) fn mechanism_for(key: &KeyInfo, hash: HashAlg) -> CK_MECHANISM_TYPE {
-    match (key, hash) {
-        (KeyInfo::Rsa { .. }, HashAlg::Sha1) => CKM_SHA1_RSA_PKCS,
-        (KeyInfo::Rsa { .. }, HashAlg::Sha224) => CKM_SHA224_RSA_PKCS,
-        (KeyInfo::Rsa { .. }, HashAlg::Sha256) => CKM_SHA256_RSA_PKCS,
-        (KeyInfo::Rsa { .. }, HashAlg::Sha384) => CKM_SHA384_RSA_PKCS,
-        (KeyInfo::Rsa { .. }, HashAlg::Sha512) => CKM_SHA512_RSA_PKCS,
-        (KeyInfo::Ec { .. }, HashAlg::Sha1) => CKM_ECDSA_SHA1,
-        (KeyInfo::Ec { .. }, HashAlg::Sha224) => CKM_ECDSA_SHA224,
-        (KeyInfo::Ec { .. }, HashAlg::Sha256) => CKM_ECDSA_SHA256,
-        (KeyInfo::Ec { .. }, HashAlg::Sha384) => CKM_ECDSA_SHA384,
-        (KeyInfo::Ec { .. }, HashAlg::Sha512) => CKM_ECDSA_SHA512,
-    }
-}
-
 /// Checks `signature` over `data` with `public`, for the signature algorithm `alg`
 /// (PKCS#1 v1.5 or ECDSA with SHA-1..SHA-512). `digest` is the hash to use when `alg` names
 /// none (CMS allows rsaEncryption with the SignerInfo's digest algorithm). Err says why not.
@@ -101,7 +86,7 @@ pub fn verify_signature(
         })?,
     };
     let mech = Mechanism {
-        ty: mechanism_for(&info, hash),
+        ty: crate::token::mechanism::signing_mechanism(&info, hash),
         param: MechParam::None,
     };
     let mut op = VerifyOp::new(&mech, info)?;
