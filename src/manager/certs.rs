@@ -3,7 +3,7 @@
 //! certificate, an algorithm the card lacks) happens before the card is touched.
 
 use super::{attr_bytes, attr_ulong, fail, status, with, CardSession, ManagerError, Result};
-use crate::applet::piv::{self, KeySlot};
+use crate::applet::piv::KeySlot;
 use crate::token::mechanism::{self, PublicKey, VerifyOp};
 use crate::token::objects::CertFacts;
 use crate::token::{Attr, MechParam, Mechanism, OutBuf};
@@ -447,20 +447,14 @@ pub fn export(card: &CardSession, slot: KeySlot, format: Format, chain: bool) ->
     };
     let mut ders = vec![cert.der];
     if chain {
-        let stored = with(|lib| {
-            lib.administer(card.handle, false, false, |ch, _| {
-                piv::get_data(ch, slot.chain_tag())
-            })
-        })?;
-        let mut rest = stored.unwrap_or_default();
-        while !rest.is_empty() {
-            let (_, _, next) = crate::card::tlv::take_do(&rest).map_err(|_| ManagerError {
-                class: crate::manager::ErrorClass::Refused,
-                message: "the stored chain is damaged".into(),
-            })?;
-            let len = rest.len() - next.len();
-            ders.push(rest.get(..len).unwrap_or_default().to_vec());
-            rest = next.to_vec();
+        let stored = with(|lib| lib.read_chain(card.handle, slot))?;
+        for c in super::cms::split_certificates(&stored)? {
+            ders.push(der::Encode::to_der(&c).map_err(|e| {
+                ManagerError::new(
+                    super::ErrorClass::Damaged,
+                    format!("the stored chain is damaged: {e}"),
+                )
+            })?);
         }
     }
     Ok(match format {

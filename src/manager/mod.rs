@@ -1,7 +1,7 @@
 //! The control manager's use cases: what a card holder or a help desk does with the card that
 //! PKCS#11 has no words for. Every use case runs over the same core as the module
-//! ([`crate::token::Library`]: sessions, login, objects) plus its narrow administration hook;
-//! nothing here sends an APDU of its own.
+//! ([`crate::token::Library`]: sessions, login, objects, and its typed card changes); nothing
+//! here sends an APDU or builds TLV of its own.
 
 pub mod certs;
 pub mod cms;

@@ -233,15 +233,8 @@ fn counter(c: &Counter) -> CounterReport {
 pub fn status(card: &CardSession) -> Result<StatusReport> {
     let (contents, pin, puk): (Contents, Counter, Counter) =
         with(|lib| lib.card_snapshot(card.handle))?;
-    let management_key_default = with(|lib| {
-        lib.administer(card.handle, false, false, |ch, _| {
-            crate::applet::piv::keys::reference_metadata(
-                ch,
-                crate::applet::piv::key_ref::MANAGEMENT,
-            )
-        })
-    })?
-    .is_some_and(|m| m.is_default);
+    let management_key_default =
+        with(|lib| lib.management_key_is_default(card.handle))?.unwrap_or(false);
     let slots: Vec<SlotReport> = contents.entries.iter().map(slot_report).collect();
     let mut warnings = Vec::new();
     if pin.is_default {

@@ -902,41 +902,6 @@ impl Library {
         })
     }
 
-    /// Card administration that PKCS#11 has no words for (the control manager's retry counts,
-    /// management key set-up, …): runs `f` in one transaction on the session's card, after
-    /// authenticating with the management key when `with_management_key`. The user must be
-    /// logged in when `needs_user`. Writes (those that use the management key) re-read the
-    /// card afterwards so the token reflects them; read-only calls send only their own APDUs.
-    pub fn administer<R>(
-        &self,
-        h: CK_SESSION_HANDLE,
-        needs_user: bool,
-        with_management_key: bool,
-        mut f: impl FnMut(
-            &mut dyn crate::card::Channel,
-            &mut super::slot::Card,
-        ) -> std::result::Result<R, crate::card::CardError>,
-    ) -> Result<R> {
-        let (slot, _) = self.session_slot(h)?;
-        self.with_card(&slot, |state, ctx| {
-            if needs_user && state.login != Login::User {
-                return err(CKR_USER_NOT_LOGGED_IN);
-            }
-            state.transact(&slot.source, ctx, needs_user, |ch, card| {
-                if with_management_key {
-                    if let Err(e) = super::write::authenticate(ch)? {
-                        return Ok(Err(e));
-                    }
-                }
-                let r = f(ch, card)?;
-                if with_management_key {
-                    card.reread(ch)?;
-                }
-                Ok(Ok(r))
-            })?
-        })
-    }
-
     /// The cached card contents and counters of the session's token (no APDU).
     pub fn card_snapshot(
         &self,

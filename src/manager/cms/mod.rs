@@ -8,7 +8,7 @@
 use super::{
     attr_bytes, attr_ulong, certs, fail, with, CardSession, ManagerError, Options, Result,
 };
-use crate::applet::piv::{self, keys, KeyAlgorithm, KeySlot, PinStatus};
+use crate::applet::piv::KeySlot;
 use crate::token::mechanism::{Curve, HashAlg, KeyInfo, PublicKey, SignOp, VerifyOp};
 use crate::token::{AttrAnswer, MechParam, Mechanism, OutBuf};
 use cms::builder::{create_signing_time_attribute, SignedDataBuilder, SignerInfoBuilder};

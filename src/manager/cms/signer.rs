@@ -35,11 +35,11 @@ enum Route {
         key: CK_OBJECT_HANDLE,
         always_authenticate: bool,
     },
-    /// The core's host half ([`SignOp`]) around the PIV driver's private-key operation, run
-    /// through the core's administration hook: for keys the token model does not offer for
-    /// signing (a staged renewal key has no certificate yet, so its slot's defaults apply).
-    Driver {
-        algorithm: KeyAlgorithm,
+    /// The core's host half ([`SignOp`]) around the core's typed private-key operation on a
+    /// slot: for keys the token model does not offer for signing (a staged renewal key has no
+    /// certificate yet, so its slot's defaults apply).
+    Direct {
+        /// The key wants the PIN right before each use.
         verify_pin: bool,
     },
 }
@@ -80,8 +80,7 @@ impl<'a> CardSigner<'a> {
             return fail(format!("slot {slot} holds no key"));
         };
         let route = if any_use && !entry.usage().sign {
-            Route::Driver {
-                algorithm: entry.algorithm,
+            Route::Direct {
                 verify_pin: entry.always_authenticate(),
             }
         } else {
@@ -173,36 +172,14 @@ impl<'a> CardSigner<'a> {
                 Ok(sig)
             })
             .map_err(|e| self.card.explain(e, true)),
-            Route::Driver {
-                algorithm,
-                verify_pin,
-            } => {
+            Route::Direct { verify_pin } => {
                 let mut op = SignOp::new(mech, self.public.key_info())?;
                 op.update(message)?;
                 let input = op.card_input()?;
-                let out = with(|lib| {
-                    lib.administer(h, true, false, |ch, _| {
-                        if verify_pin {
-                            let status = piv::verify_pin(ch, Some(&self.pin))?;
-                            if status != PinStatus::Verified {
-                                return Ok(Err(status));
-                            }
-                        }
-                        Ok(Ok(keys::private_operation(
-                            ch, self.slot, algorithm, &input,
-                        )?))
-                    })
-                })?;
-                match out {
-                    Ok(answer) => Ok(op.finish(&answer)?),
-                    Err(PinStatus::TriesLeft(n)) => fail(format!(
-                        "wrong PIN: {n} {} left",
-                        if n == 1 { "try" } else { "tries" }
-                    )),
-                    Err(_) => {
-                        fail("the PIN is blocked: unblock it with the PUK (`tessera pin unblock`)")
-                    }
-                }
+                let pin = verify_pin.then_some(&self.pin[..]);
+                let answer = with(|lib| lib.private_operation_in_slot(h, self.slot, &input, pin))
+                    .map_err(|e| self.card.explain(e, true))?;
+                Ok(op.finish(&answer)?)
             }
         }
     }

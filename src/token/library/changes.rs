@@ -134,6 +134,67 @@ impl Library {
         })
     }
 
+    /// The CA chain Tessera keeps beside the certificate of `slot` (concatenated DER; empty
+    /// when there is none).
+    pub fn read_chain(&self, h: CK_SESSION_HANDLE, slot: KeySlot) -> Result<Vec<u8>> {
+        let (s, _) = self.session_slot(h)?;
+        self.with_card(&s, |state, ctx| {
+            state.transact(&s.source, ctx, false, |ch, _| {
+                Ok(piv::get_optional(ch, slot.chain_tag())?.unwrap_or_default())
+            })
+        })
+    }
+
+    /// Whether the card's management key is still the factory default (`None`: the card does
+    /// not say).
+    pub fn management_key_is_default(&self, h: CK_SESSION_HANDLE) -> Result<Option<bool>> {
+        let (s, _) = self.session_slot(h)?;
+        self.with_card(&s, |state, ctx| {
+            state.transact(&s.source, ctx, false, |ch, _| {
+                Ok(piv::keys::reference_metadata(ch, piv::key_ref::MANAGEMENT)?
+                    .map(|m| m.is_default))
+            })
+        })
+    }
+
+    /// A private-key operation with the key in `slot` whatever its certificate allows: the
+    /// control manager's renewal proofs (a staged key without certificate signs its request,
+    /// a key-management key proves its owner). `input` is prepared by the host as for C_Sign
+    /// (a padded block for RSA, the hash for ECDSA); `pin`, when given, is presented first in
+    /// the same transaction (keys that want it before every use). The user must be logged in.
+    pub fn private_operation_in_slot(
+        &self,
+        h: CK_SESSION_HANDLE,
+        slot: KeySlot,
+        input: &[u8],
+        pin: Option<&[u8]>,
+    ) -> Result<Zeroizing<Vec<u8>>> {
+        let (s, _) = self.session_slot(h)?;
+        self.with_card(&s, |state, ctx| {
+            if state.login != Login::User {
+                return err(CKR_USER_NOT_LOGGED_IN);
+            }
+            let algorithm = state
+                .card
+                .as_ref()
+                .and_then(|c| c.contents.entry(slot))
+                .map(|e| e.algorithm)
+                .ok_or(Error::new(CKR_KEY_HANDLE_INVALID))?;
+            state.transact(&s.source, ctx, true, |ch, card| {
+                if let Some(pin) = pin {
+                    let status = piv::verify_pin(ch, Some(pin))?;
+                    card.pin.record(status);
+                    if status != PinStatus::Verified {
+                        return Ok(Err(credential_error(status)));
+                    }
+                }
+                Ok(Ok(piv::keys::private_operation(
+                    ch, slot, algorithm, input,
+                )?))
+            })?
+        })
+    }
+
     /// Empties `slot`: key, certificate and chain.
     pub fn clear_slot(&self, h: CK_SESSION_HANDLE, slot: KeySlot) -> Result<()> {
         let (s, _) = self.session_slot(h)?;
