@@ -118,7 +118,7 @@ impl CardFile {
         let fresh = matches!(&self.cached, Some((v, _)) if *v == version);
         if !fresh {
             let bytes = read_bounded(&self.path)?;
-            let state: CardState = serde_json::from_slice(&bytes)
+            let state = CardState::from_json(&bytes)
                 .map_err(|e| state_err("corrupt card file", &self.path, e))?;
             self.cached = Some((version, state));
         }
