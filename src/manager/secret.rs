@@ -129,7 +129,7 @@ fn file_bytes(what: &str, path: &Path) -> Result<Zeroizing<Vec<u8>>> {
         })?;
     if buf.len() > MAX_SECRET_BYTES {
         return fail(format!(
-            "{} holds more than {MAX_SECRET_BYTES} bytes: not a {what} file (a {what} is one short line); nothing was changed",
+            "{} holds more than {MAX_SECRET_BYTES} bytes: too much for a PIN, PUK or password file (one short line), refused as the {what}; nothing was changed",
             path.display()
         ));
     }
