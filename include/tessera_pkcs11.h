@@ -388,7 +388,8 @@ CK_RV C_GetFunctionList(CK_FUNCTION_LIST **ppFunctionList);
 CK_RV C_GetFunctionStatus(CK_SESSION_HANDLE hSession);
 
 /**
- * C_GetInfo: Cryptoki 2.40, Tessera's manufacturer, description and version.
+ * C_GetInfo (the exported symbol and the 2.40 function list's entry): Cryptoki 2.40,
+ * Tessera's manufacturer, description and version.
  */
 CK_RV C_GetInfo(CK_INFO *pInfo);
 

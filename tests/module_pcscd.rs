@@ -576,3 +576,164 @@ fn finalize_with_a_logged_in_session_leaves_the_card_not_verified() {
         "after C_Finalize a fresh program's VERIFY-status query finds the card not verified"
     );
 }
+
+/// A pipe between a forked child and its parent: one byte says "go on".
+struct Signal {
+    read: libc::c_int,
+    write: libc::c_int,
+}
+
+impl Signal {
+    fn new() -> Self {
+        let mut fds = [0 as libc::c_int; 2];
+        // SAFETY: `fds` has room for the two descriptors pipe() writes.
+        assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0, "pipe");
+        Self {
+            read: fds[0],
+            write: fds[1],
+        }
+    }
+
+    /// Keeps only the sending end (the other process reads).
+    fn sender(&self) {
+        // SAFETY: our own descriptor, closed once.
+        unsafe { libc::close(self.read) };
+    }
+
+    /// Keeps only the receiving end: the other side's exit then reads as end of file.
+    fn receiver(&self) {
+        // SAFETY: our own descriptor, closed once.
+        unsafe { libc::close(self.write) };
+    }
+
+    fn send(&self) {
+        // SAFETY: one byte from a local into our own pipe.
+        let n = unsafe { libc::write(self.write, [1u8].as_ptr().cast(), 1) };
+        assert_eq!(n, 1, "write to the pipe");
+    }
+
+    /// Whether the other side said "go on" (false: it closed the pipe, e.g. by exiting).
+    fn wait(&self) -> bool {
+        let mut b = [0u8; 1];
+        // SAFETY: one byte into a local from our own pipe.
+        let n = unsafe { libc::read(self.read, b.as_mut_ptr().cast(), 1) };
+        n == 1
+    }
+}
+
+/// Issue 11, point 8 (pkcs11test's fork case, as OpenSC passes it): a child that initialises
+/// the module after fork() gets its own PC/SC context and card connection and never releases
+/// the parent's. Parent and child sign through pcscd with the same card, each in its own
+/// session; both signatures verify on the host, and the parent's session keeps working after
+/// the child's C_Finalize and exit.
+#[cfg(unix)]
+#[test]
+fn forked_child_and_parent_both_sign_through_pcscd() {
+    const CHILD_MESSAGE: &[u8] = b"signed by the forked child";
+    let Some(port) = lab_port() else { return };
+    let lab = Lab::up(&port, 5_200_011);
+    let init = Initialized::new(&[]);
+    let p11 = init.pkcs11.clone();
+    let slot = lab.slot(&init);
+    let s = p11.open_rw_session(slot).unwrap();
+    s.login(UserType::User, Some(&pin(PIN))).unwrap();
+    let (public, private) = generate_ec(&s, 0x01, Curve::P256);
+    let point = ec_point(&s, public);
+    let hashed = sha2::Sha256::digest(MESSAGE).to_vec();
+    let sig = s.sign(&Mechanism::EcdsaSha256, private, MESSAGE).unwrap();
+    verify_ecdsa(Curve::P256, &point, &hashed, &sig);
+
+    let signed = Signal::new();
+    let finish = Signal::new();
+    // SAFETY: the child only calls the module through cryptoki and its own pipes, and leaves
+    // with _exit, never returning into the test harness; every other test waits on the lab
+    // and module locks, so no other thread is inside PC/SC or the module at the fork.
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0, "fork failed");
+    if pid == 0 {
+        signed.sender();
+        finish.receiver();
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            if p11
+                .initialize(cryptoki::context::CInitializeArgs::new(
+                    cryptoki::context::CInitializeFlags::OS_LOCKING_OK,
+                ))
+                .is_err()
+            {
+                return 1;
+            }
+            let Ok(own) = p11.open_rw_session(slot) else {
+                return 2;
+            };
+            if own.login(UserType::User, Some(&pin(PIN))).is_err() {
+                return 3;
+            }
+            let key = object(&own, ObjectClass::PRIVATE_KEY, 0x01);
+            let Ok(sig) = own.sign(&Mechanism::EcdsaSha256, key, CHILD_MESSAGE) else {
+                return 4;
+            };
+            verify_ecdsa(
+                Curve::P256,
+                &point,
+                &sha2::Sha256::digest(CHILD_MESSAGE),
+                &sig,
+            );
+            // Still initialised while the parent signs.
+            signed.send();
+            if !finish.wait() {
+                return 5;
+            }
+            drop(own);
+            if p11.clone().finalize().is_err() {
+                return 6;
+            }
+            0
+        }));
+        // SAFETY: leaves the child at once, without running the parent's atexit handlers or
+        // destructors (cryptoki's Session would close the parent's session handle).
+        unsafe { libc::_exit(outcome.unwrap_or(99)) };
+    }
+    signed.receiver();
+    finish.sender();
+    let child_signed = signed.wait();
+    let parent_sign = rv_of_sign(&s, private);
+    finish.send();
+    let mut status = 0;
+    // SAFETY: waits for our own child.
+    let waited = unsafe { libc::waitpid(pid, &mut status, 0) };
+    assert_eq!(waited, pid);
+    assert!(libc::WIFEXITED(status), "child did not exit normally");
+    let code = libc::WEXITSTATUS(status);
+    assert!(child_signed, "the child did not sign (exit {code})");
+    assert_eq!(code, 0, "child: initialise, log in, sign, finalise");
+    let sig = parent_sign.unwrap_or_else(|rv| {
+        panic!("the parent's C_Sign while the child has the module initialised: {rv:?}")
+    });
+    verify_ecdsa(Curve::P256, &point, &hashed, &sig);
+
+    // The child's last C_CloseSession logged the card out (a process logs out what it logged
+    // in, and the card keeps one PIN verification for everyone): the parent's session notices
+    // that, and its PC/SC connection, untouched by the child, carries the next login and
+    // signature.
+    assert_eq!(
+        rv_of_sign(&s, private).err(),
+        Some(RvError::UserNotLoggedIn)
+    );
+    s.login(UserType::User, Some(&pin(PIN))).unwrap();
+    let sig = s.sign(&Mechanism::EcdsaSha256, private, MESSAGE).unwrap();
+    verify_ecdsa(Curve::P256, &point, &hashed, &sig);
+    drop(s);
+    drop(init);
+}
+
+/// The parent's signature of MESSAGE, or the CK_RV it got.
+fn rv_of_sign(
+    s: &cryptoki::session::Session,
+    key: cryptoki::object::ObjectHandle,
+) -> Result<Vec<u8>, RvError> {
+    match s.sign(&Mechanism::EcdsaSha256, key, MESSAGE) {
+        Ok(sig) => Ok(sig),
+        Err(cryptoki::error::Error::Pkcs11(rv, _)) => Err(rv),
+        Err(e) => panic!("C_Sign: {e}"),
+    }
+}

@@ -956,3 +956,72 @@ fn sessions_and_attributes() {
         CKR_SESSION_HANDLE_INVALID
     );
 }
+
+/// Proves: C_GetInfo reports the Cryptoki version of the function list it was reached
+/// through — 3.0 through the default "PKCS 11" interface (C_GetInterface), 2.40 through
+/// C_GetFunctionList, the 2.40 interface and the exported symbol.
+#[test]
+fn get_info_version_follows_the_function_list() {
+    let m = module();
+    let _s = serial();
+    let _init = Initialized::new(m);
+    let symbol = get_interface(m);
+    let mut name = *b"PKCS 11\0";
+    let mut v30 = CK_VERSION { major: 3, minor: 0 };
+    let mut v240 = CK_VERSION {
+        major: 2,
+        minor: 40,
+    };
+    let mut found: *mut CK_INTERFACE = ptr::null_mut();
+    // SAFETY: NUL-terminated name, version and out-pointer are locals.
+    let rv = unsafe { symbol(name.as_mut_ptr(), &mut v30, &mut found, 0) };
+    assert_eq!(rv, CKR_OK);
+    // SAFETY: the module returned its static 3.0 interface, whose list is a
+    // CK_FUNCTION_LIST_3_0.
+    let l3 = unsafe { &*(*found).pFunctionList.cast::<CK_FUNCTION_LIST_3_0>() };
+    let mut info = CK_INFO::default();
+    // SAFETY: a valid out-pointer.
+    assert_eq!(unsafe { l3.C_GetInfo.unwrap()(&mut info) }, CKR_OK);
+    assert_eq!(
+        (info.cryptokiVersion.major, info.cryptokiVersion.minor),
+        (3, 0),
+        "C_GetInfo through the 3.0 list"
+    );
+    // SAFETY: NULL must be refused without a write.
+    let rv = unsafe { l3.C_GetInfo.unwrap()(ptr::null_mut()) };
+    assert_eq!(rv, CKR_ARGUMENTS_BAD);
+    let manufacturer = info.manufacturerID;
+
+    // SAFETY: NUL-terminated name, version and out-pointer are locals.
+    let rv = unsafe { symbol(name.as_mut_ptr(), &mut v240, &mut found, 0) };
+    assert_eq!(rv, CKR_OK);
+    // SAFETY: the 2.40 interface's list is a CK_FUNCTION_LIST.
+    let l2 = unsafe { &*(*found).pFunctionList.cast::<CK_FUNCTION_LIST>() };
+    let mut info = CK_INFO::default();
+    // SAFETY: a valid out-pointer.
+    assert_eq!(unsafe { l2.C_GetInfo.unwrap()(&mut info) }, CKR_OK);
+    assert_eq!(
+        (info.cryptokiVersion.major, info.cryptokiVersion.minor),
+        (2, 40)
+    );
+    assert_eq!(
+        info.manufacturerID, manufacturer,
+        "same library, other version"
+    );
+    let mut info = CK_INFO::default();
+    assert_eq!(call!(m, C_GetInfo(&mut info)), CKR_OK);
+    assert_eq!(
+        (info.cryptokiVersion.major, info.cryptokiVersion.minor),
+        (2, 40)
+    );
+    // SAFETY: the exported C_GetInfo has the CK_C_GetInfo signature.
+    let exported: libloading::Symbol<'_, unsafe extern "C" fn(*mut CK_INFO) -> CK_RV> =
+        unsafe { m.lib.get(b"C_GetInfo\0") }.unwrap();
+    let mut info = CK_INFO::default();
+    // SAFETY: a valid out-pointer.
+    assert_eq!(unsafe { exported(&mut info) }, CKR_OK);
+    assert_eq!(
+        (info.cryptokiVersion.major, info.cryptokiVersion.minor),
+        (2, 40)
+    );
+}

@@ -11,6 +11,7 @@ APT_PACKAGES=(
   libnss3-tools libengine-pkcs11-openssl gnutls-bin p11-kit pcsc-tools openssl
   firefox-esr openssh-server openssh-client
   help2man dpkg-dev gcc libp11-kit-dev
+  time jq
 )
 
 say() { echo "deps: $*"; }

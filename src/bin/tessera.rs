@@ -393,11 +393,28 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             ref backup_dir,
         } => {
             let card = manager::open_for_change(&opts)?;
-            let password = secret::read(
-                &format!("password for {}", file.display()),
-                opts.password_file.as_deref(),
-                false,
-            )?;
+            // The file and its password are checked before the PIN is asked: a damaged file
+            // or a mistyped password never costs the holder a PIN entry (on a terminal the
+            // password may be typed again).
+            let p12 = manager::p12::P12File::open(file)?;
+            let interactive =
+                opts.password_file.is_none() && std::io::IsTerminal::is_terminal(&std::io::stdin());
+            let mut attempt = 0;
+            let password = loop {
+                attempt += 1;
+                let password = secret::read(
+                    &format!("password for {}", file.display()),
+                    opts.password_file.as_deref(),
+                    false,
+                )?;
+                match p12.decrypt(&password) {
+                    Ok(_) => break password,
+                    Err(e) if e.is_wrong_password() && interactive && attempt < 3 => {
+                        eprintln!("wrong password for {}: try again", file.display());
+                    }
+                    Err(e) => return Err(manager::ManagerError::from(e).into()),
+                }
+            };
             let pin_value = secret::read("PIN", opts.pin_file.as_deref(), false)?;
             let slot = slot.as_deref().map(certs::parse_slot).transpose()?;
             let backup_dir = backup_dir.clone().unwrap_or_else(default_backup_dir);

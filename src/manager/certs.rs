@@ -13,51 +13,7 @@ use rsa::traits::{PrivateKeyParts, PublicKeyParts};
 use std::path::{Path, PathBuf};
 use zeroize::Zeroizing;
 
-/// A decrypted PKCS#12 file.
-pub struct P12 {
-    /// The private key, PKCS#8 DER.
-    pub key: Zeroizing<Vec<u8>>,
-    /// The holder's certificate.
-    pub certificate: Vec<u8>,
-    /// CA certificates after it.
-    pub chain: Vec<Vec<u8>>,
-}
-
-/// Opens a PKCS#12 file with its password.
-pub fn read_p12(path: &Path, password: &str) -> Result<P12> {
-    let data = std::fs::read(path).map_err(|e| ManagerError {
-        class: crate::manager::ErrorClass::Refused,
-        message: format!("cannot read {}: {e}", path.display()),
-    })?;
-    let store = p12_keystore::KeyStore::from_pkcs12(&data, password).map_err(|e| {
-        let text = e.to_string().to_lowercase();
-        let message = if text.contains("mac") || text.contains("unpad") || text.contains("password")
-        {
-            format!(
-                "wrong password for {} (the card was not touched)",
-                path.display()
-            )
-        } else {
-            format!("{} is not a readable PKCS#12 file: {e}", path.display())
-        };
-        ManagerError {
-            class: crate::manager::ErrorClass::Refused,
-            message,
-        }
-    })?;
-    let Some((_, chain)) = store.private_key_chain() else {
-        return fail(format!("{} holds no private key", path.display()));
-    };
-    let mut certs = chain.chain().iter().map(|c| c.as_der().to_vec());
-    let Some(certificate) = certs.next() else {
-        return fail(format!("{} holds a key but no certificate", path.display()));
-    };
-    Ok(P12 {
-        key: Zeroizing::new(chain.key().to_vec()),
-        certificate,
-        chain: certs.collect(),
-    })
-}
+pub use super::p12::P12;
 
 /// The private key's template for C_CreateObject, and its public key.
 fn key_template(pkcs8: &[u8], slot: KeySlot) -> Result<(Vec<Attr>, PublicKey)> {
@@ -183,7 +139,7 @@ pub struct ImportOptions<'a> {
 /// `tessera import FILE.p12`.
 pub fn import(card: &CardSession, opts: &ImportOptions<'_>, pin: &[u8]) -> Result<ImportReport> {
     // Everything that can be refused is refused before the card is touched.
-    let p12 = read_p12(opts.file, opts.password)?;
+    let p12 = super::p12::read(opts.file, opts.password)?;
     let facts = CertFacts::parse(&p12.certificate).ok_or_else(|| ManagerError {
         class: crate::manager::ErrorClass::Refused,
         message: "the certificate in the file is not X.509".into(),

@@ -11,7 +11,9 @@
 //! is exported ([`certs::export`]). Each step prints `step N: … ok` and the run stops at the
 //! first step that does not verify.
 
-use super::{attr_bytes, attr_ulong, certs, cms, fail, renew, status, CardSession, ManagerError};
+use super::{
+    attr_bytes, attr_ulong, certs, cms, fail, p12, renew, status, CardSession, ManagerError,
+};
 use super::{Options, Result};
 use crate::applet::piv::KeySlot;
 use crate::token::mechanism::PublicKey;
@@ -446,31 +448,24 @@ impl Story {
         let ca = self.ca()?;
         let (cert, der) = ca.issue(subject, spki, 730)?;
         let ca_der = ca.der.clone();
-        let mut store = p12_keystore::KeyStore::new();
-        let chain = [
-            p12_keystore::Certificate::from_der(&der).map_err(der_err)?,
-            p12_keystore::Certificate::from_der(&ca_der).map_err(der_err)?,
-        ];
-        let local_id = sha1::Sha1::digest(&der);
-        store.add_entry(
-            "e-Cert",
-            p12_keystore::KeyStoreEntry::PrivateKeyChain(p12_keystore::PrivateKeyChain::new(
-                pkcs8.as_bytes(),
-                local_id,
-                chain,
-            )),
-        );
-        let p12 = store.writer(P12_PASSWORD).write().map_err(der_err)?;
+        let p12 = p12::write(
+            pkcs8.as_bytes(),
+            &der,
+            std::slice::from_ref(&ca_der),
+            P12_PASSWORD,
+            &p12::WriteOptions::default(),
+        )
+        .map_err(der_err)?;
         let path = self.write("ecert.p12", &p12)?;
         // Read it back as the import will.
-        let back = certs::read_p12(&path, P12_PASSWORD)?;
+        let back = p12::read(&path, P12_PASSWORD)?;
         check(back.certificate == der, "the .p12 holds the e-Cert")?;
         check(
             back.chain == vec![ca_der],
             "the .p12 holds the CA certificate",
         )?;
         check(
-            certs::read_p12(&path, "wrong password").is_err(),
+            p12::read(&path, "wrong password").is_err_and(|e| e.is_wrong_password()),
             "a wrong password is refused",
         )?;
         self.old_der = der;

@@ -153,6 +153,41 @@ fn check_virtual(out: &mut Vec<Check>) {
     }
 }
 
+/// A virtual card's file is its secure element (its management key can be recovered from it
+/// and its PIN tried offline): warn when group or others may read or write it. Tessera writes
+/// cards 0600, and a file of looser mode becomes 0600 on the card's next write.
+fn check_virtual_card_mode(out: &mut Vec<Check>) {
+    use std::os::unix::fs::PermissionsExt;
+    for p in crate::vcard::configured_paths() {
+        let Ok(meta) = std::fs::metadata(&p) else {
+            continue;
+        };
+        let mode = meta.permissions().mode() & 0o777;
+        if mode & 0o077 == 0 {
+            continue;
+        }
+        let shown = p.display().to_string();
+        let quoted = if shown
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "/._-+,:@".contains(c))
+        {
+            shown.clone()
+        } else {
+            format!("'{}'", shown.replace('\'', "'\\''"))
+        };
+        out.push(with_fix(
+            check(
+                "virtual card file",
+                Level::Warn,
+                format!(
+                    "{shown} has mode {mode:03o}: other users can copy or change the card, recover its management key and try PINs offline"
+                ),
+            ),
+            format!("chmod 600 {quoted}"),
+        ));
+    }
+}
+
 // ---- cards ------------------------------------------------------------------------------------
 
 fn check_cards(opts: &Options, out: &mut Vec<Check>) {
@@ -683,6 +718,7 @@ pub fn checks(opts: &Options, args: &DoctorArgs) -> Vec<Check> {
     let have_virtual = !crate::vcard::configured_paths().is_empty();
     check_pcsc(have_virtual, &mut out);
     check_virtual(&mut out);
+    check_virtual_card_mode(&mut out);
     let module = check_module(args, &mut out);
     check_cards(opts, &mut out);
     check_browsers(module.as_deref(), &mut out);

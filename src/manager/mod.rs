@@ -8,6 +8,7 @@ pub mod cms;
 pub mod demo;
 pub mod doctor;
 pub mod lock;
+pub mod p12;
 pub mod pin;
 pub mod register;
 pub mod renew;

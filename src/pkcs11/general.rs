@@ -7,11 +7,14 @@ use crate::token::{self, attr::padded, library, Error};
 use cryptoki_sys::*;
 use std::ffi::c_void;
 
-/// The Cryptoki version this function list and C_GetInfo report.
+/// The Cryptoki version of the 2.40 function list and of its C_GetInfo.
 pub(crate) const CRYPTOKI_VERSION_2_40: CK_VERSION = CK_VERSION {
     major: 2,
     minor: 40,
 };
+
+/// The Cryptoki version of the 3.0 function list and of its C_GetInfo.
+pub(crate) const CRYPTOKI_VERSION_3_0: CK_VERSION = CK_VERSION { major: 3, minor: 0 };
 
 /// The library version from Cargo's package version (major.minor).
 pub(crate) fn library_version() -> CK_VERSION {
@@ -62,20 +65,39 @@ cryptoki_fn! {
     }
 }
 
+/// C_GetInfo's answer, reporting `version`: the version of the function list the application
+/// reached it through (an application that asked for the 3.0 interface is told 3.0).
+///
+/// # Safety
+/// A non-NULL `info` must point to a writable CK_INFO.
+unsafe fn get_info(info: *mut CK_INFO, version: CK_VERSION) -> token::Result<()> {
+    library::with(|_| {
+        let answer = CK_INFO {
+            cryptokiVersion: version,
+            manufacturerID: padded(token::MANUFACTURER),
+            flags: 0,
+            libraryDescription: padded(token::LIBRARY_DESCRIPTION),
+            libraryVersion: library_version(),
+        };
+        // SAFETY: NULL checked by `write`; else a writable CK_INFO (this function's contract).
+        unsafe { raw::write(info, answer) }
+    })
+}
+
 cryptoki_fn! {
-    /// C_GetInfo: Cryptoki 2.40, Tessera's manufacturer, description and version.
+    /// C_GetInfo (the exported symbol and the 2.40 function list's entry): Cryptoki 2.40,
+    /// Tessera's manufacturer, description and version.
     export fn C_GetInfo(pInfo: *mut CK_INFO) {
-        library::with(|_| {
-            let info = CK_INFO {
-                cryptokiVersion: CRYPTOKI_VERSION_2_40,
-                manufacturerID: padded(token::MANUFACTURER),
-                flags: 0,
-                libraryDescription: padded(token::LIBRARY_DESCRIPTION),
-                libraryVersion: library_version(),
-            };
-            // SAFETY: NULL checked by `write`; else a writable CK_INFO (PKCS#11 contract).
-            unsafe { raw::write(pInfo, info) }
-        })
+        // SAFETY: a non-NULL pInfo is a writable CK_INFO (PKCS#11 contract).
+        unsafe { get_info(pInfo, CRYPTOKI_VERSION_2_40) }
+    }
+}
+
+cryptoki_fn! {
+    /// C_GetInfo of the 3.0 function list: the same answer, Cryptoki 3.0.
+    fn C_GetInfo_3_0(pInfo: *mut CK_INFO) {
+        // SAFETY: a non-NULL pInfo is a writable CK_INFO (PKCS#11 contract).
+        unsafe { get_info(pInfo, CRYPTOKI_VERSION_3_0) }
     }
 }
 

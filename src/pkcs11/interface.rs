@@ -18,16 +18,15 @@ use std::ptr;
 /// The interface name both interfaces carry, NUL-terminated for C.
 static INTERFACE_NAME: [u8; 8] = *b"PKCS 11\0";
 
-const VERSION_3_0: CK_VERSION = CK_VERSION { major: 3, minor: 0 };
-
-/// Fills a function-list struct with the 2.40 entries plus `extra` ones.
+/// Fills a function-list struct with the 2.40 entries plus `extra` ones; `$get_info` reports
+/// the list's own version.
 macro_rules! function_list {
-    ($ty:ident, $version:expr, [$($extra:ident),* $(,)?]) => {
+    ($ty:ident, $version:expr, $get_info:ident, [$($extra:ident),* $(,)?]) => {
         $ty {
             version: $version,
             C_Initialize: Some(C_Initialize),
             C_Finalize: Some(C_Finalize),
-            C_GetInfo: Some(C_GetInfo),
+            C_GetInfo: Some($get_info),
             C_GetFunctionList: Some(C_GetFunctionList),
             C_GetSlotList: Some(C_GetSlotList),
             C_GetSlotInfo: Some(C_GetSlotInfo),
@@ -100,12 +99,13 @@ macro_rules! function_list {
 
 /// The Cryptoki 2.40 function list C_GetFunctionList hands out.
 pub(crate) static FUNCTION_LIST: CK_FUNCTION_LIST =
-    function_list!(CK_FUNCTION_LIST, CRYPTOKI_VERSION_2_40, []);
+    function_list!(CK_FUNCTION_LIST, CRYPTOKI_VERSION_2_40, C_GetInfo, []);
 
 /// The Cryptoki 3.0 function list of the default "PKCS 11" interface.
 pub(crate) static FUNCTION_LIST_3_0: CK_FUNCTION_LIST_3_0 = function_list!(
     CK_FUNCTION_LIST_3_0,
-    VERSION_3_0,
+    CRYPTOKI_VERSION_3_0,
+    C_GetInfo_3_0,
     [
         C_GetInterfaceList,
         C_GetInterface,

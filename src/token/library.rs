@@ -109,10 +109,17 @@ static LIBRARY: RwLock<Global> = RwLock::new(None);
 pub fn initialize() -> Result<()> {
     let mut lib = LIBRARY.write();
     let pid = std::process::id();
-    if let Some((owner, _)) = lib.as_ref() {
-        if *owner == pid {
+    match lib.take() {
+        Some((owner, mine)) if owner == pid => {
+            *lib = Some((owner, mine));
             return Err(Error::new(CKR_CRYPTOKI_ALREADY_INITIALIZED));
         }
+        // A forked child's copy of its parent's instance. Its PC/SC context and card handles
+        // are the parent's: dropping them would send SCardDisconnect and SCardReleaseContext
+        // for them over the inherited pcscd connection, and the parent's next APDU would fail.
+        // It is never used here, and deliberately never dropped.
+        Some(inherited) => std::mem::forget(inherited),
+        None => {}
     }
     *lib = Some((pid, Arc::new(Library::new())));
     Ok(())

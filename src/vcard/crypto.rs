@@ -344,36 +344,24 @@ impl PrivateKey {
         }
     }
 
-    /// The public key as the content of a PIV `7F49` template: `81 n 82 e` for RSA, `86 04‖X‖Y`
-    /// for EC. GENERATE wraps it in `7F49`; GET METADATA returns it as tag `04`.
-    pub fn public_key_template(&self) -> Vec<u8> {
-        let mut out = Vec::new();
+    /// The public half.
+    pub fn public_key(&self) -> PublicKey {
         match self {
-            Self::Rsa(k) => {
-                crate::card::tlv::push_do(&mut out, 0x81, &k.n().to_bytes_be());
-                crate::card::tlv::push_do(&mut out, 0x82, &k.e().to_bytes_be());
-            }
-            Self::P256(k) => {
-                let point = k.public_key().to_encoded_point(false);
-                crate::card::tlv::push_do(&mut out, 0x86, point.as_bytes());
-            }
-            Self::P384(k) => {
-                let point = k.public_key().to_encoded_point(false);
-                crate::card::tlv::push_do(&mut out, 0x86, point.as_bytes());
-            }
+            Self::Rsa(k) => PublicKey::Rsa(k.to_public_key()),
+            Self::P256(k) => PublicKey::P256(k.public_key()),
+            Self::P384(k) => PublicKey::P384(k.public_key()),
         }
-        out
+    }
+
+    /// The public key as the content of a PIV `7F49` template (see
+    /// [`PublicKey::template`]).
+    pub fn public_key_template(&self) -> Vec<u8> {
+        self.public_key().template()
     }
 
     /// The public key as an X.509 SubjectPublicKeyInfo.
     pub fn public_key_spki(&self) -> Result<SubjectPublicKeyInfoOwned, CryptoError> {
-        let der = match self {
-            Self::Rsa(k) => k.to_public_key().to_public_key_der(),
-            Self::P256(k) => k.public_key().to_public_key_der(),
-            Self::P384(k) => k.public_key().to_public_key_der(),
-        }
-        .map_err(|_| CryptoError::InvalidKey)?;
-        SubjectPublicKeyInfoOwned::from_der(der.as_bytes()).map_err(|_| CryptoError::InvalidKey)
+        self.public_key().spki()
     }
 
     /// The raw RSA private-key operation `input^d mod n`. The input must be exactly the modulus
@@ -449,6 +437,73 @@ impl PrivateKey {
                 Ok(Zeroizing::new(shared.raw_secret_bytes().to_vec()))
             }
         }
+    }
+}
+
+/// The public half of a card key: what the card tells without the PIN (GET METADATA, ATTEST),
+/// kept beside the sealed private key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PublicKey {
+    /// An RSA public key.
+    Rsa(rsa::RsaPublicKey),
+    /// A P-256 point.
+    P256(p256::PublicKey),
+    /// A P-384 point.
+    P384(p384::PublicKey),
+}
+
+impl PublicKey {
+    /// Parses an X.509 SubjectPublicKeyInfo (DER).
+    pub fn from_spki_der(der: &[u8]) -> Result<Self, CryptoError> {
+        use pkcs8::DecodePublicKey;
+        if let Ok(k) = rsa::RsaPublicKey::from_public_key_der(der) {
+            return Ok(Self::Rsa(k));
+        }
+        if let Ok(k) = p256::PublicKey::from_public_key_der(der) {
+            return Ok(Self::P256(k));
+        }
+        if let Ok(k) = p384::PublicKey::from_public_key_der(der) {
+            return Ok(Self::P384(k));
+        }
+        Err(CryptoError::InvalidKey)
+    }
+
+    /// The SubjectPublicKeyInfo as DER.
+    pub fn to_spki_der(&self) -> Result<Vec<u8>, CryptoError> {
+        let der = match self {
+            Self::Rsa(k) => k.to_public_key_der(),
+            Self::P256(k) => k.to_public_key_der(),
+            Self::P384(k) => k.to_public_key_der(),
+        }
+        .map_err(|_| CryptoError::InvalidKey)?;
+        Ok(der.as_bytes().to_vec())
+    }
+
+    /// The public key as the content of a PIV `7F49` template: `81 n 82 e` for RSA, `86 04‖X‖Y`
+    /// for EC. GENERATE wraps it in `7F49`; GET METADATA returns it as tag `04`.
+    pub fn template(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        match self {
+            Self::Rsa(k) => {
+                crate::card::tlv::push_do(&mut out, 0x81, &k.n().to_bytes_be());
+                crate::card::tlv::push_do(&mut out, 0x82, &k.e().to_bytes_be());
+            }
+            Self::P256(k) => {
+                let point = k.to_encoded_point(false);
+                crate::card::tlv::push_do(&mut out, 0x86, point.as_bytes());
+            }
+            Self::P384(k) => {
+                let point = k.to_encoded_point(false);
+                crate::card::tlv::push_do(&mut out, 0x86, point.as_bytes());
+            }
+        }
+        out
+    }
+
+    /// The public key as an X.509 SubjectPublicKeyInfo.
+    pub fn spki(&self) -> Result<SubjectPublicKeyInfoOwned, CryptoError> {
+        SubjectPublicKeyInfoOwned::from_der(&self.to_spki_der()?)
+            .map_err(|_| CryptoError::InvalidKey)
     }
 }
 
@@ -588,12 +643,13 @@ pub fn attestation_root_certificate(key: &PrivateKey, serial: u32) -> Result<Vec
     issue(t, key)
 }
 
-/// An attestation certificate (DER) for `subject_key`, signed by the attestation key. Issuer
+/// An attestation certificate (DER) for `subject_key` (its public half: the card attests keys
+/// whose private half stays sealed until the PIN is verified), signed by the attestation key. Issuer
 /// name and validity come from the attestation certificate when it parses, as a YubiKey does.
 pub fn attestation_certificate(
     attestation_key: &PrivateKey,
     attestation_cert: Option<&[u8]>,
-    subject_key: &PrivateKey,
+    subject_key: &PublicKey,
     facts: AttestedFacts,
 ) -> Result<Vec<u8>, CryptoError> {
     let parsed = attestation_cert.and_then(|der| Certificate::from_der(der).ok());
@@ -614,7 +670,7 @@ pub fn attestation_certificate(
         },
         validity,
         subject,
-        spki: subject_key.public_key_spki()?,
+        spki: subject_key.spki()?,
         facts: Some(facts),
     };
     issue(t, attestation_key)

@@ -9,6 +9,7 @@ pub mod crypto;
 pub mod inproc;
 pub mod piv;
 pub mod profile;
+pub mod seal;
 pub mod state;
 pub mod store;
 pub mod vpcd;

@@ -3,7 +3,9 @@
 //! the command handlers. It owns only volatile state (verifications, pending challenges,
 //! buffers); everything persistent lives in [`CardState`], which the caller loads and saves.
 //! What differs between card families (which commands exist, status words, algorithms) is asked
-//! of the state's [`Profile`], never decided here. Key commands (GENERAL AUTHENTICATE, GENERATE,
+//! of the state's [`Profile`], never decided here. A verified PIN leaves the card's storage
+//! secret in the applet (zeroized when the verification ends: logout, wrong PIN, reset, drop),
+//! which opens the private keys and objects sealed to it. Key commands (GENERAL AUTHENTICATE, GENERATE,
 //! IMPORT, MOVE, METADATA, ATTEST) are in `piv/keys.rs`. Nothing here may panic on any input:
 //! the applet is fuzzed.
 
@@ -13,7 +15,8 @@ mod tests;
 
 use super::crypto::{self, MgmtAlgorithm};
 use super::profile::{Extension, Profile};
-use super::state::{CardState, ManagementKey, Reference, Secret, TouchPolicy};
+use super::seal::{SealError, StorageSecret};
+use super::state::{CardState, Secret, TouchPolicy, TAG_PRINTED};
 use crate::card::tlv;
 use zeroize::Zeroizing;
 
@@ -25,8 +28,6 @@ pub const PIV_AID: [u8; 11] = [
 pub const MAX_OBJECT: usize = 4096;
 /// Largest command data accepted through chaining or extended length.
 const MAX_COMMAND: usize = 16 * 1024;
-/// Printed Information: readable only after PIN verification.
-const TAG_PRINTED: u32 = 0x5FC109;
 /// Application label in the SELECT response.
 const LABEL: &[u8] = b"Tessera PIV";
 
@@ -47,6 +48,8 @@ impl Sw {
     const NO_REFERENCE: Sw = Sw(0x6A88);
     const WRONG_INS: Sw = Sw(0x6D00);
     const WRONG_CLA: Sw = Sw(0x6E00);
+    /// No precise diagnosis: the card's stored data does not open (a damaged file).
+    const NO_DIAGNOSIS: Sw = Sw(0x6F00);
 
     /// 6Cxx: wrong Le, `n` bytes are available.
     fn correct_length(n: usize) -> Sw {
@@ -157,11 +160,21 @@ struct Chain {
     data: Zeroizing<Vec<u8>>,
 }
 
+/// PIN or PUK.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Which {
+    Pin,
+    Puk,
+}
+
 /// Volatile applet state (selection, verifications, chaining buffers).
 #[derive(Default)]
 pub struct Applet {
     selected: bool,
     pin_verified: bool,
+    /// What the verified PIN unwrapped: opens the keys and objects sealed to the storage key.
+    /// Present exactly while `pin_verified`; zeroized when dropped.
+    storage: Option<StorageSecret>,
     /// A successful VERIFY not yet spent by a key with PIN policy "always".
     pin_fresh: bool,
     mgmt_authenticated: bool,
@@ -182,6 +195,25 @@ impl Applet {
     /// Power-off or reset: forget every verification and buffer.
     pub fn reset(&mut self) {
         *self = Self::default();
+    }
+
+    /// Ends the PIN verification and drops the storage secret it unwrapped.
+    fn forget_pin(&mut self) {
+        self.pin_verified = false;
+        self.pin_fresh = false;
+        self.storage = None;
+    }
+
+    /// The storage secret of the verified PIN when it is still this card's (another process
+    /// may have reset the card since: then the verification is over).
+    fn verified_storage(&mut self, state: &CardState) -> Option<StorageSecret> {
+        match &self.storage {
+            Some(s) if self.pin_verified && state.is_storage_secret(s) => Some(s.clone()),
+            _ => {
+                self.forget_pin();
+                None
+            }
+        }
     }
 
     /// Whether the PIV application was explicitly selected since the last reset. Commands are
@@ -366,14 +398,20 @@ impl Applet {
         }
         let id = tlv::expect_only(cmd.data, 0x5C).map_err(|_| Sw::WRONG_DATA)?;
         let tag = object_tag(id).ok_or(Sw::WRONG_DATA)?;
-        if tag == TAG_PRINTED && !self.pin_verified {
-            return Err(Sw::SECURITY);
-        }
+        let storage = if tag == TAG_PRINTED {
+            Some(self.verified_storage(state).ok_or(Sw::SECURITY)?)
+        } else {
+            None
+        };
         let absent = Sw(state.profile.absent_object_sw());
         if !state.profile.keeps_object(tag) {
             return Err(absent);
         }
-        state.objects.get(&tag).cloned().ok_or(absent)
+        match state.object(tag, storage.as_ref()) {
+            Ok(Some(object)) => Ok(object.to_vec()),
+            Ok(None) => Err(absent),
+            Err(e) => Err(seal_sw(e)),
+        }
     }
 
     fn put_data(&mut self, state: &mut CardState, cmd: &Apdu<'_>) -> Reply {
@@ -404,11 +442,10 @@ impl Applet {
             return Err(Sw::NO_SPACE);
         }
         if content_len == 0 {
-            if state.objects.remove(&tag).is_some() {
+            if state.remove_object(tag) {
                 self.changed = true;
             }
-        } else if state.objects.get(&tag).map(Vec::as_slice) != Some(object) {
-            state.objects.insert(tag, object.to_vec());
+        } else if state.put_object(tag, object).map_err(seal_sw)? {
             self.changed = true;
         }
         Ok(Vec::new())
@@ -420,8 +457,7 @@ impl Applet {
         }
         match (cmd.p1, cmd.data.len()) {
             (0xFF, 0) => {
-                self.pin_verified = false;
-                self.pin_fresh = false;
+                self.forget_pin();
                 return Ok(Vec::new());
             }
             (0x00, 0) => {
@@ -437,36 +473,58 @@ impl Applet {
             (0x00 | 0xFF, _) => return Err(Sw::WRONG_DATA),
             _ => return Err(Sw::WRONG_P1P2),
         }
-        match self.check_reference(&mut state.pin, cmd.data) {
-            Ok(()) => {
+        match self.check_reference(state, Which::Pin, cmd.data) {
+            Ok(storage) => {
                 self.pin_verified = true;
                 self.pin_fresh = true;
+                self.storage = Some(storage);
                 Ok(Vec::new())
             }
             Err(sw) => {
-                self.pin_verified = false;
-                self.pin_fresh = false;
+                self.forget_pin();
                 Err(sw)
             }
         }
     }
 
-    /// Compares an 8-byte padded value with a PIN or PUK, spending a try when wrong and
-    /// restoring the counter when right.
-    fn check_reference(&mut self, reference: &mut Reference, presented: &[u8]) -> Result<(), Sw> {
-        if reference.blocked() {
+    /// Checks an 8-byte padded value against the PIN or PUK's slow hash, spending a try when
+    /// wrong and restoring the counter when right; a right value yields the storage secret it
+    /// unwraps.
+    fn check_reference(
+        &mut self,
+        state: &mut CardState,
+        which: Which,
+        presented: &[u8],
+    ) -> Result<StorageSecret, Sw> {
+        let blocked = match which {
+            Which::Pin => state.pin.blocked(),
+            Which::Puk => state.puk.blocked(),
+        };
+        if blocked {
             return Err(Sw::BLOCKED);
         }
-        if crypto::ct_eq(&reference.padded(), presented) {
-            if reference.tries_left != reference.max_tries {
-                reference.tries_left = reference.max_tries;
-                self.changed = true;
+        let opened = match which {
+            Which::Pin => state.open_with_pin(presented),
+            Which::Puk => state.open_with_puk(presented),
+        };
+        let reference = match which {
+            Which::Pin => &mut state.pin,
+            Which::Puk => &mut state.puk,
+        };
+        match opened {
+            Ok(storage) => {
+                if reference.tries_left != reference.max_tries {
+                    reference.tries_left = reference.max_tries;
+                    self.changed = true;
+                }
+                Ok(storage)
             }
-            Ok(())
-        } else {
-            reference.tries_left = reference.tries_left.saturating_sub(1);
-            self.changed = true;
-            Err(Sw::tries(reference.tries_left))
+            Err(SealError::WrongSecret) => {
+                reference.tries_left = reference.tries_left.saturating_sub(1);
+                self.changed = true;
+                Err(Sw::tries(reference.tries_left))
+            }
+            Err(e) => Err(seal_sw(e)),
         }
     }
 
@@ -474,26 +532,25 @@ impl Applet {
         if cmd.p1 != 0x00 {
             return Err(Sw::WRONG_P1P2);
         }
-        let is_pin = match cmd.p2 {
-            0x80 => true,
-            0x81 => false,
+        let which = match cmd.p2 {
+            0x80 => Which::Pin,
+            0x81 => Which::Puk,
             _ => return Err(Sw::NO_REFERENCE),
         };
         let (old, new) = split_pair(cmd.data)?;
-        let reference = if is_pin {
-            &mut state.pin
-        } else {
-            &mut state.puk
-        };
-        let checked = self.check_reference(reference, old);
-        if is_pin && checked.is_err() {
-            self.pin_verified = false;
-            self.pin_fresh = false;
+        let checked = self.check_reference(state, which, old);
+        if which == Which::Pin && checked.is_err() {
+            self.forget_pin();
         }
-        checked?;
-        let new = unpad_new_value(new).ok_or(Sw::WRONG_DATA)?;
-        if reference.value != new {
-            reference.value = new;
+        let storage = checked?;
+        let value = unpad_new_value(new).ok_or(Sw::WRONG_DATA)?;
+        // The same value again (how the PUK is checked for an SO login) keeps its hash.
+        if !crypto::ct_eq(old, new) {
+            match which {
+                Which::Pin => state.set_pin(value.as_bytes(), &storage),
+                Which::Puk => state.set_puk(value.as_bytes(), &storage),
+            }
+            .map_err(seal_sw)?;
             self.changed = true;
         }
         Ok(Vec::new())
@@ -507,12 +564,11 @@ impl Applet {
             return Err(Sw::NO_REFERENCE);
         }
         let (puk, new) = split_pair(cmd.data)?;
-        self.check_reference(&mut state.puk, puk)?;
+        let storage = self.check_reference(state, Which::Puk, puk)?;
         let new = unpad_new_value(new).ok_or(Sw::WRONG_DATA)?;
-        state.pin.value = new;
+        state.set_pin(new.as_bytes(), &storage).map_err(seal_sw)?;
         state.pin.tries_left = state.pin.max_tries;
-        self.pin_verified = false;
-        self.pin_fresh = false;
+        self.forget_pin();
         self.changed = true;
         Ok(Vec::new())
     }
@@ -537,13 +593,13 @@ impl Applet {
         } else {
             TouchPolicy::Never
         };
-        let new = ManagementKey {
-            algorithm: alg,
-            key: Secret::from(key),
-            touch_policy: touch,
-        };
-        if state.management_key != new {
-            state.management_key = new;
+        let same = state.management_key.algorithm == alg
+            && state.management_key.touch_policy == touch
+            && state
+                .management_key()
+                .is_ok_and(|current| crypto::ct_eq(&current, key));
+        if !same {
+            state.set_management_key(alg, key, touch).map_err(seal_sw)?;
             self.changed = true;
         }
         self.pending_auth = None;
@@ -557,11 +613,12 @@ impl Applet {
         if cmd.p1 == 0 || cmd.p2 == 0 {
             return Err(Sw::WRONG_P1P2);
         }
-        let before = (state.pin.clone(), state.puk.clone());
-        state.set_retries(cmd.p1, cmd.p2);
-        self.changed = before != (state.pin.clone(), state.puk.clone());
-        self.pin_verified = false;
-        self.pin_fresh = false;
+        let storage = self.verified_storage(state).ok_or(Sw::SECURITY)?;
+        state
+            .set_retries_with(&storage, cmd.p1, cmd.p2)
+            .map_err(seal_sw)?;
+        self.changed = true;
+        self.forget_pin();
         Ok(Vec::new())
     }
 
@@ -570,12 +627,21 @@ impl Applet {
         if !(state.pin.blocked() && state.puk.blocked()) {
             return Err(Sw::CONDITIONS);
         }
-        state.reset_to_factory();
+        state.reset_to_factory().map_err(seal_sw)?;
         let selected = self.selected;
         self.reset();
         self.selected = selected;
         self.changed = true;
         Ok(Vec::new())
+    }
+}
+
+/// The status word for a sealed secret that does not open: locked (the PIN is not verified) or
+/// damaged.
+pub(crate) fn seal_sw(e: SealError) -> Sw {
+    match e {
+        SealError::Locked => Sw::SECURITY,
+        SealError::WrongSecret | SealError::Damaged => Sw::NO_DIAGNOSIS,
     }
 }
 

@@ -94,6 +94,9 @@ expect_grep "doctor names the damaged card file" 'virtual card: .*broken\.json c
 # ---- import, export, retired slots -----------------------------------------------------------
 expect_grep "tessera import of the e-Cert (nonRepudiation: 9c) with its intermediate CA" 'verified it: ok' \
   C --password-file "$D/pw" --pin-file "$D/pin" import "$D/holder.p12"
+echo not-the-password >"$D/wrongpw"
+expect_status "a wrong .p12 password is refused before the PIN is even read (exit 3, no PIN file needed)" 3 \
+  'wrong password' C --password-file "$D/wrongpw" --pin-file "$D/no-such-pin-file" import "$D/holder.p12"
 rm -f "$D/exported.der"
 expect_ok "tessera export without --slot" C export --format der -o "$D/exported.der"
 check "export without --slot wrote the e-Cert byte for byte (it sits in 9c)" same_file "$D/exported.der" "$D/holder.der"

@@ -45,27 +45,22 @@ pub const MAX_STRUCTURE: u64 = 16 * 1024 * 1024;
 /// Reads a file of at most `limit` bytes; a larger one (or an endless one, /dev/zero) is
 /// refused with a message naming the file and the limit.
 pub fn read_bounded(path: &Path, limit: u64) -> Result<Vec<u8>> {
-    use std::io::Read;
     let cannot = |e: std::io::Error| ManagerError {
         class: crate::manager::ErrorClass::Usage,
         message: format!("cannot read {}: {e}", path.display()),
     };
     let file = std::fs::File::open(path).map_err(cannot)?;
-    let mut bytes = Vec::new();
-    file.take(limit.saturating_add(1))
-        .read_to_end(&mut bytes)
-        .map_err(cannot)?;
-    if bytes.len() as u64 > limit {
-        return Err(ManagerError {
+    let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+    crate::manager::secret::read_bounded(file, limit)
+        .map_err(cannot)?
+        .ok_or_else(|| ManagerError {
             class: crate::manager::ErrorClass::Usage,
             message: format!(
                 "{} is larger than {} MiB: not a file Tessera reads here",
                 path.display(),
                 limit / (1024 * 1024)
             ),
-        });
-    }
-    Ok(bytes)
+        })
 }
 
 /// A signature, certificate or CRL file ([`MAX_STRUCTURE`] at most).

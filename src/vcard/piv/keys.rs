@@ -4,12 +4,12 @@
 //! here; the arithmetic lives in `crypto.rs`, and which algorithms and policies a card family
 //! has in its profile.
 
-use super::{Apdu, Applet, PendingAuth, Reply, Sw};
+use super::{seal_sw, Apdu, Applet, PendingAuth, Reply, Sw};
 use crate::card::tlv;
 use crate::vcard::crypto::{self, CryptoError, KeyAlgorithm, MgmtAlgorithm, PrivateKey};
 use crate::vcard::profile::Profile;
 use crate::vcard::state::{
-    CardState, KeyOrigin, PinPolicy, SlotKey, TouchPolicy, SLOT_ATTESTATION, TAG_ATTESTATION_CERT,
+    CardState, KeyError, KeyOrigin, PinPolicy, TouchPolicy, SLOT_ATTESTATION, TAG_ATTESTATION_CERT,
 };
 use zeroize::Zeroizing;
 
@@ -35,6 +35,14 @@ fn crypto_sw(e: CryptoError) -> Sw {
     match e {
         CryptoError::InvalidInput | CryptoError::Unsupported => Sw::WRONG_DATA,
         CryptoError::InvalidKey | CryptoError::Certificate(_) => Sw(0x6F00),
+    }
+}
+
+/// Maps a failure to seal or open a stored key to a status word.
+fn key_sw(e: KeyError) -> Sw {
+    match e {
+        KeyError::Crypto(e) => crypto_sw(e),
+        KeyError::Seal(e) => seal_sw(e),
     }
 }
 
@@ -111,7 +119,13 @@ impl Applet {
         if find(&items, 0x82) != Some(&[][..]) {
             return Err(Sw::WRONG_DATA);
         }
-        let key = slot.private_key().map_err(crypto_sw)?;
+        // A key sealed to the storage key opens with what the verified PIN unwrapped.
+        let storage = if slot.is_sealed_to_storage() {
+            Some(self.verified_storage(state).ok_or(Sw::SECURITY)?)
+        } else {
+            None
+        };
+        let key = state.open_key(slot, storage.as_ref()).map_err(key_sw)?;
         let result = match (find(&items, 0x81), find(&items, 0x85)) {
             (Some(challenge), None) if !challenge.is_empty() => match key {
                 PrivateKey::Rsa(_) => key.rsa_raw(challenge).map_err(crypto_sw)?,
@@ -129,13 +143,13 @@ impl Applet {
     /// Management key authentication, mutual (witness then challenge, as yubico-piv-tool and
     /// ykman do) or external (card challenge, host response).
     fn authenticate_management(&mut self, state: &CardState, cmd: &Apdu<'_>) -> Reply {
-        let mk = &state.management_key;
         let alg = MgmtAlgorithm::from_id(cmd.p1).ok_or(Sw::WRONG_P1P2)?;
-        if alg != mk.algorithm {
+        if alg != state.management_key.algorithm {
             return Err(Sw::WRONG_P1P2);
         }
         let items = dynamic_auth(cmd.data)?;
-        let key = mk.key.as_bytes();
+        let key = state.management_key().map_err(seal_sw)?;
+        let key = &key[..];
         let block = alg.block_len();
         let pending = self.pending_auth.take();
         let fail = |applet: &mut Applet| {
@@ -207,7 +221,9 @@ impl Applet {
         };
         let (pin, touch) = policies(state.profile, &items, cmd.p2)?;
         let key = PrivateKey::generate(alg).map_err(crypto_sw)?;
-        let stored = SlotKey::new(&key, pin, touch, KeyOrigin::Generated).map_err(crypto_sw)?;
+        let stored = state
+            .seal_key(cmd.p2, &key, pin, touch, KeyOrigin::Generated)
+            .map_err(key_sw)?;
         state.keys.insert(cmd.p2, stored);
         self.changed = true;
         Ok(tlv::encode(0x7F49, &key.public_key_template()))
@@ -246,7 +262,9 @@ impl Applet {
             return Err(Sw::WRONG_DATA);
         }
         let (pin, touch) = policies(state.profile, &items, cmd.p2)?;
-        let stored = SlotKey::new(&key, pin, touch, KeyOrigin::Imported).map_err(crypto_sw)?;
+        let stored = state
+            .seal_key(cmd.p2, &key, pin, touch, KeyOrigin::Imported)
+            .map_err(key_sw)?;
         state.keys.insert(cmd.p2, stored);
         self.changed = true;
         Ok(Vec::new())
@@ -291,15 +309,19 @@ impl Applet {
                 let mk = &state.management_key;
                 tlv::push_do(&mut out, 0x01, &[mk.algorithm.id()]);
                 tlv::push_do(&mut out, 0x02, &[0x00, mk.touch_policy.id()]);
-                tlv::push_do(&mut out, 0x05, &[u8::from(mk.is_default())]);
+                tlv::push_do(
+                    &mut out,
+                    0x05,
+                    &[u8::from(state.management_key_is_default())],
+                );
             }
             slot if is_key_slot(slot) || slot == SLOT_ATTESTATION => {
                 let k = state.keys.get(&slot).ok_or(Sw::NO_REFERENCE)?;
-                let key = k.private_key().map_err(crypto_sw)?;
+                let key = k.public_key().map_err(crypto_sw)?;
                 tlv::push_do(&mut out, 0x01, &[k.algorithm.id()]);
                 tlv::push_do(&mut out, 0x02, &[k.pin_policy.id(), k.touch_policy.id()]);
                 tlv::push_do(&mut out, 0x03, &[k.origin.id()]);
-                tlv::push_do(&mut out, 0x04, &key.public_key_template());
+                tlv::push_do(&mut out, 0x04, &key.template());
             }
             _ => return Err(Sw::NO_REFERENCE),
         }
@@ -316,7 +338,8 @@ impl Applet {
             return Err(Sw::WRONG_DATA);
         }
         let attestation = state.keys.get(&SLOT_ATTESTATION).ok_or(Sw::NO_REFERENCE)?;
-        let signer = attestation.private_key().map_err(crypto_sw)?;
+        // The attestation key is sealed under the file key: ATTEST needs no PIN.
+        let signer = state.open_key(attestation, None).map_err(key_sw)?;
         // The stored object is 53 { 70 cert … }; the issuer comes from that certificate.
         let cert = state
             .objects
@@ -330,7 +353,7 @@ impl Applet {
             pin_policy: k.pin_policy.id(),
             touch_policy: k.touch_policy.id(),
         };
-        let subject = k.private_key().map_err(crypto_sw)?;
+        let subject = k.public_key().map_err(crypto_sw)?;
         crypto::attestation_certificate(&signer, cert, &subject, facts).map_err(crypto_sw)
     }
 }

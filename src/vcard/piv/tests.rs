@@ -7,6 +7,7 @@ mod profiles;
 use super::*;
 use crate::card::apdu::Command;
 use crate::vcard::crypto::{KeyAlgorithm, MgmtAlgorithm};
+use crate::vcard::seal::KdfCost;
 use crate::vcard::state::{CardState, DEFAULT_MGMT_KEY, SLOT_ATTESTATION, TAG_ATTESTATION_CERT};
 use cipher::generic_array::GenericArray;
 use cipher::{BlockDecrypt, BlockEncrypt, KeyInit};
@@ -67,17 +68,16 @@ fn unwrap2(data: &[u8], outer: u32, inner: u32) -> Vec<u8> {
 }
 
 impl Card {
+    /// A card of the default profile. PIN and PUK are hashed at the test cost (these tests
+    /// verify hundreds of times); `state.rs` tests the default cost.
     fn new() -> Self {
-        Card {
-            applet: Applet::new(),
-            state: CardState::factory(SERIAL),
-        }
+        Self::with_profile(crate::vcard::Profile::default())
     }
 
     fn with_profile(profile: crate::vcard::Profile) -> Self {
         Card {
             applet: Applet::new(),
-            state: CardState::factory_for(profile, SERIAL),
+            state: CardState::factory_with_cost(profile, SERIAL, KdfCost::TEST).unwrap(),
         }
     }
 
@@ -307,7 +307,8 @@ fn puk_unblocks_and_pin_puk_change() {
     let mut data = pad(b"12345678");
     data.extend(pad(b"abcdefgh"));
     assert_eq!(c.send(0x24, 0, 0x81, &data).1, 0x9000);
-    assert_eq!(c.state.puk.value.as_bytes(), b"abcdefgh");
+    assert!(c.state.open_with_puk(&pad(b"abcdefgh")).is_ok());
+    assert!(c.state.open_with_puk(&pad(b"12345678")).is_err());
     assert_eq!(c.send(0x24, 0, 0x82, &data).1, 0x6A88);
     assert_eq!(c.send(0x24, 0, 0x81, &data[..15]).1, 0x6A80);
 }
@@ -682,6 +683,7 @@ fn reset_only_when_pin_and_puk_are_blocked() {
     let put = [&get_data_cmd(&[0x5F, 0xC1, 0x05])[..], &[0x53, 0x01, 0xAA]].concat();
     c.ok(0xDB, 0x3F, 0xFF, &put);
     let attestation = c.state.keys[&SLOT_ATTESTATION].clone();
+    let storage_before = c.state.storage_key.clone();
     assert_eq!(c.send(0xFB, 0, 0, &[]).1, 0x6985);
     while c.verify(b"000000") != 0x6983 {}
     assert_eq!(c.send(0xFB, 0, 0, &[]).1, 0x6985);
@@ -703,13 +705,21 @@ fn reset_only_when_pin_and_puk_are_blocked() {
         0x6982,
         "reset forgets authentication"
     );
+    // The factory image, with the attestation key kept and a new storage key.
     let mut fresh = CardState::factory(SERIAL);
-    fresh.keys = c.state.keys.clone();
     fresh.objects.insert(
         TAG_ATTESTATION_CERT,
         c.state.objects[&TAG_ATTESTATION_CERT].clone(),
     );
-    assert_eq!(c.state, fresh);
+    assert_eq!(c.state.objects, fresh.objects);
+    assert_eq!(
+        c.state.keys.keys().collect::<Vec<_>>(),
+        vec![&SLOT_ATTESTATION]
+    );
+    assert!(c.state.protected_objects.is_empty());
+    assert!(c.state.pin_is_default() && c.state.puk_is_default());
+    assert!(c.state.management_key_is_default());
+    assert_ne!(c.state.storage_key, storage_before, "a new storage key");
 }
 
 #[test]
