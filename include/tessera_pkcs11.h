@@ -210,7 +210,8 @@ CK_RV C_DecryptDigestUpdate(CK_SESSION_HANDLE hSession,
 CK_RV C_DecryptFinal(CK_SESSION_HANDLE hSession, CK_BYTE *pLastPart, CK_ULONG *pulLastPartLen);
 
 /**
- * C_DecryptInit (RSA PKCS#1 v1.5, OAEP, raw on the card).
+ * C_DecryptInit (RSA PKCS#1 v1.5, OAEP, raw on the card); a NULL pMechanism cancels the
+ * active decryption.
  */
 CK_RV C_DecryptInit(CK_SESSION_HANDLE hSession, CK_MECHANISM *pMechanism, CK_OBJECT_HANDLE hKey);
 
@@ -271,7 +272,7 @@ CK_RV C_DigestEncryptUpdate(CK_SESSION_HANDLE hSession,
 CK_RV C_DigestFinal(CK_SESSION_HANDLE hSession, CK_BYTE *pOut, CK_ULONG *pulOutLen);
 
 /**
- * C_DigestInit.
+ * C_DigestInit; a NULL pMechanism cancels the active digest.
  */
 CK_RV C_DigestInit(CK_SESSION_HANDLE hSession, CK_MECHANISM *pMechanism);
 
@@ -302,7 +303,8 @@ CK_RV C_EncryptFinal(CK_SESSION_HANDLE hSession,
                      CK_ULONG *pulLastEncryptedPartLen);
 
 /**
- * C_EncryptInit (public-key encryption on the host).
+ * C_EncryptInit (public-key encryption on the host); a NULL pMechanism cancels the active
+ * encryption.
  */
 CK_RV C_EncryptInit(CK_SESSION_HANDLE hSession, CK_MECHANISM *pMechanism, CK_OBJECT_HANDLE hKey);
 
@@ -491,7 +493,9 @@ CK_RV C_OpenSession(CK_SLOT_ID slotID,
                     CK_SESSION_HANDLE *phSession);
 
 /**
- * Not offered by Tessera: always returns CKR_RANDOM_SEED_NOT_SUPPORTED.
+ * C_SeedRandom: the operating system's generator takes no seed from an application, so a
+ * valid call answers CKR_RANDOM_SEED_NOT_SUPPORTED (after the session and the seed's
+ * pointer are checked, in that order).
  */
 CK_RV C_SeedRandom(CK_SESSION_HANDLE hSession, CK_BYTE *pSeed, CK_ULONG ulSeedLen);
 
@@ -545,7 +549,7 @@ CK_RV C_SignEncryptUpdate(CK_SESSION_HANDLE hSession,
 CK_RV C_SignFinal(CK_SESSION_HANDLE hSession, CK_BYTE *pOut, CK_ULONG *pulOutLen);
 
 /**
- * C_SignInit.
+ * C_SignInit; a NULL pMechanism cancels the active signature.
  */
 CK_RV C_SignInit(CK_SESSION_HANDLE hSession, CK_MECHANISM *pMechanism, CK_OBJECT_HANDLE hKey);
 
@@ -597,7 +601,8 @@ CK_RV C_Verify(CK_SESSION_HANDLE hSession,
 CK_RV C_VerifyFinal(CK_SESSION_HANDLE hSession, CK_BYTE *pSignature, CK_ULONG ulSignatureLen);
 
 /**
- * C_VerifyInit (on the host, with the public key).
+ * C_VerifyInit (on the host, with the public key); a NULL pMechanism cancels the active
+ * verification.
  */
 CK_RV C_VerifyInit(CK_SESSION_HANDLE hSession, CK_MECHANISM *pMechanism, CK_OBJECT_HANDLE hKey);
 

@@ -458,13 +458,15 @@ fn get_info() {
 
 /// Proves: argument checks that need no card: NULL out-pointers, NULL arrays with non-zero
 /// counts, NULL PIN (no protected authentication path), a non-NULL pReserved, a session
-/// without CKF_SERIAL_SESSION, and malformed mechanism parameters — each refused before the
-/// core is asked.
+/// without CKF_SERIAL_SESSION, and malformed mechanism parameters — each refused (after the
+/// session handle, §5.1.7) before the core is asked.
 #[test]
 fn bad_arguments() {
     let m = module();
     let _s = serial();
     let _init = Initialized::new(m);
+    // A real session: an invalid handle would be answered first (§5.1.7).
+    let s = open_rw_session(m);
     let bad = CKR_ARGUMENTS_BAD;
     let mut n: CK_ULONG = 0;
     let mut session: CK_SESSION_HANDLE = 0;
@@ -529,24 +531,24 @@ fn bad_arguments() {
         ),
         CKR_SESSION_PARALLEL_NOT_SUPPORTED
     );
-    assert_eq!(call!(m, C_GetSessionInfo(1, ptr::null_mut())), bad);
+    assert_eq!(call!(m, C_GetSessionInfo(s, ptr::null_mut())), bad);
     assert_eq!(
-        call!(m, C_Login(1, CKU_USER, ptr::null_mut(), 0)),
+        call!(m, C_Login(s, CKU_USER, ptr::null_mut(), 0)),
         bad,
         "NULL PIN, length 0"
     );
-    assert_eq!(call!(m, C_Login(1, CKU_USER, ptr::null_mut(), 6)), bad);
-    assert_eq!(call!(m, C_InitPIN(1, ptr::null_mut(), 0)), bad);
+    assert_eq!(call!(m, C_Login(s, CKU_USER, ptr::null_mut(), 6)), bad);
+    assert_eq!(call!(m, C_InitPIN(s, ptr::null_mut(), 0)), bad);
     assert_eq!(
-        call!(m, C_SetPIN(1, ptr::null_mut(), 0, data.as_mut_ptr(), 6)),
+        call!(m, C_SetPIN(s, ptr::null_mut(), 0, data.as_mut_ptr(), 6)),
         bad
     );
 
     // Templates.
-    assert_eq!(call!(m, C_GetAttributeValue(1, 1, ptr::null_mut(), 1)), bad);
-    assert_eq!(call!(m, C_SetAttributeValue(1, 1, ptr::null_mut(), 2)), bad);
+    assert_eq!(call!(m, C_GetAttributeValue(s, 1, ptr::null_mut(), 1)), bad);
+    assert_eq!(call!(m, C_SetAttributeValue(s, 1, ptr::null_mut(), 2)), bad);
     assert_eq!(
-        call!(m, C_CreateObject(1, ptr::null_mut(), 1, &mut object)),
+        call!(m, C_CreateObject(s, ptr::null_mut(), 1, &mut object)),
         bad
     );
     let mut class = CKO_CERTIFICATE.to_ne_bytes();
@@ -558,52 +560,52 @@ fn bad_arguments() {
     assert_eq!(
         call!(
             m,
-            C_CreateObject(1, template.as_mut_ptr(), 1, ptr::null_mut())
+            C_CreateObject(s, template.as_mut_ptr(), 1, ptr::null_mut())
         ),
         bad
     );
     template[0].pValue = ptr::null_mut();
     assert_eq!(
-        call!(m, C_FindObjectsInit(1, template.as_mut_ptr(), 1)),
+        call!(m, C_FindObjectsInit(s, template.as_mut_ptr(), 1)),
         bad,
         "NULL pValue, length 8"
     );
-    assert_eq!(call!(m, C_FindObjects(1, ptr::null_mut(), 4, &mut n)), bad);
+    assert_eq!(call!(m, C_FindObjects(s, ptr::null_mut(), 4, &mut n)), bad);
     let mut found = [0 as CK_OBJECT_HANDLE; 4];
     assert_eq!(
-        call!(m, C_FindObjects(1, found.as_mut_ptr(), 4, ptr::null_mut())),
+        call!(m, C_FindObjects(s, found.as_mut_ptr(), 4, ptr::null_mut())),
         bad
     );
 
     // Data and output buffers.
     assert_eq!(
-        call!(m, C_SignInit(1, ptr::null_mut(), 1)),
-        bad,
-        "NULL mechanism"
+        call!(m, C_SignInit(s, ptr::null_mut(), 1)),
+        CKR_OK,
+        "NULL mechanism: cancels the (absent) operation, PKCS#11 3.0"
     );
-    assert_eq!(call!(m, C_DigestInit(1, ptr::null_mut())), bad);
+    assert_eq!(call!(m, C_DigestInit(s, ptr::null_mut())), CKR_OK);
     assert_eq!(
-        call!(m, C_Sign(1, ptr::null_mut(), 5, data.as_mut_ptr(), &mut n)),
+        call!(m, C_Sign(s, ptr::null_mut(), 5, data.as_mut_ptr(), &mut n)),
         bad,
         "NULL data with a length"
     );
     assert_eq!(
         call!(
             m,
-            C_Sign(1, data.as_mut_ptr(), 4, data.as_mut_ptr(), ptr::null_mut())
+            C_Sign(s, data.as_mut_ptr(), 4, data.as_mut_ptr(), ptr::null_mut())
         ),
         bad
     );
     assert_eq!(
-        call!(m, C_SignFinal(1, data.as_mut_ptr(), ptr::null_mut())),
+        call!(m, C_SignFinal(s, data.as_mut_ptr(), ptr::null_mut())),
         bad
     );
     assert_eq!(
-        call!(m, C_Verify(1, data.as_mut_ptr(), 4, ptr::null_mut(), 64)),
+        call!(m, C_Verify(s, data.as_mut_ptr(), 4, ptr::null_mut(), 64)),
         bad
     );
-    assert_eq!(call!(m, C_SignUpdate(1, ptr::null_mut(), 1)), bad);
-    assert_eq!(call!(m, C_GenerateRandom(1, ptr::null_mut(), 16)), bad);
+    assert_eq!(call!(m, C_SignUpdate(s, ptr::null_mut(), 1)), bad);
+    assert_eq!(call!(m, C_GenerateRandom(s, ptr::null_mut(), 16)), bad);
 
     // Mechanism parameters: decoded (and refused) before the core sees them.
     let mut pss = CK_RSA_PKCS_PSS_PARAMS {
@@ -617,13 +619,13 @@ fn bad_arguments() {
         ulParameterLen: 8,
     };
     assert_eq!(
-        call!(m, C_SignInit(1, &mut mech, 1)),
+        call!(m, C_SignInit(s, &mut mech, 1)),
         CKR_MECHANISM_PARAM_INVALID
     );
     mech.pParameter = ptr::null_mut();
     mech.ulParameterLen = std::mem::size_of::<CK_RSA_PKCS_PSS_PARAMS>() as CK_ULONG;
     assert_eq!(
-        call!(m, C_SignInit(1, &mut mech, 1)),
+        call!(m, C_SignInit(s, &mut mech, 1)),
         CKR_MECHANISM_PARAM_INVALID
     );
     let mut oaep = CK_RSA_PKCS_OAEP_PARAMS {
@@ -639,7 +641,7 @@ fn bad_arguments() {
         ulParameterLen: std::mem::size_of::<CK_RSA_PKCS_OAEP_PARAMS>() as CK_ULONG,
     };
     assert_eq!(
-        call!(m, C_DecryptInit(1, &mut mech, 1)),
+        call!(m, C_DecryptInit(s, &mut mech, 1)),
         CKR_MECHANISM_PARAM_INVALID,
         "NULL OAEP label with a length"
     );
@@ -658,27 +660,28 @@ fn bad_arguments() {
     assert_eq!(
         call!(
             m,
-            C_DeriveKey(1, &mut mech, 1, ptr::null_mut(), 0, &mut object)
+            C_DeriveKey(s, &mut mech, 1, ptr::null_mut(), 0, &mut object)
         ),
         CKR_MECHANISM_PARAM_INVALID
     );
     assert_eq!(
         call!(
             m,
-            C_DeriveKey(1, &mut mech, 1, ptr::null_mut(), 0, ptr::null_mut())
+            C_DeriveKey(s, &mut mech, 1, ptr::null_mut(), 0, ptr::null_mut())
         ),
         bad
     );
 }
 
 /// Proves: every function Tessera does not offer answers CKR_FUNCTION_NOT_SUPPORTED (and
-/// C_SeedRandom CKR_RANDOM_SEED_NOT_SUPPORTED, C_GetFunctionStatus/C_CancelFunction
-/// CKR_FUNCTION_NOT_PARALLEL), whatever the arguments.
+/// C_GetFunctionStatus/C_CancelFunction CKR_FUNCTION_NOT_PARALLEL), whatever the arguments;
+/// C_SeedRandom on a valid session CKR_RANDOM_SEED_NOT_SUPPORTED.
 #[test]
 fn unsupported_functions() {
     let m = module();
     let _s = serial();
     let _init = Initialized::new(m);
+    let s = open_rw_session(m);
     let mut b = [0u8; 32];
     let mut n: CK_ULONG = 32;
     let mut h: CK_OBJECT_HANDLE = 0;
@@ -760,7 +763,7 @@ fn unsupported_functions() {
         assert_eq!(rv, CKR_FUNCTION_NOT_SUPPORTED, "{name}: {}", rv_hex(rv));
     }
     assert_eq!(
-        call!(m, C_SeedRandom(1, p, 4)),
+        call!(m, C_SeedRandom(s, p, 4)),
         CKR_RANDOM_SEED_NOT_SUPPORTED
     );
     assert_eq!(call!(m, C_GetFunctionStatus(1)), CKR_FUNCTION_NOT_PARALLEL);
@@ -955,6 +958,815 @@ fn sessions_and_attributes() {
         call!(m, C_CloseSession(session)),
         CKR_SESSION_HANDLE_INVALID
     );
+}
+
+// ---- operation state machine, error precedence, version by function list ----------------------
+// (issue 11, point 8: PKCS#11 3.0 §5.1.7, §5.12–5.13, and what google's pkcs11test checks)
+
+/// An RW session on the virtual card's main token (slot list order: virtual cards first).
+fn open_rw_session(m: &Module) -> CK_SESSION_HANDLE {
+    let mut slots = [0 as CK_SLOT_ID; 16];
+    let mut n: CK_ULONG = 16;
+    assert_eq!(
+        call!(m, C_GetSlotList(CK_TRUE, slots.as_mut_ptr(), &mut n)),
+        CKR_OK
+    );
+    assert!(n >= 1, "the virtual card's token is present");
+    let mut session: CK_SESSION_HANDLE = 0;
+    let flags = CKF_SERIAL_SESSION | CKF_RW_SESSION;
+    assert_eq!(
+        call!(
+            m,
+            C_OpenSession(slots[0], flags, ptr::null_mut(), None, &mut session)
+        ),
+        CKR_OK
+    );
+    session
+}
+
+/// C_Login(CKU_USER) with the factory PIN.
+fn login_user(m: &Module, session: CK_SESSION_HANDLE) {
+    let mut pin = *b"123456";
+    assert_eq!(
+        call!(m, C_Login(session, CKU_USER, pin.as_mut_ptr(), 6)),
+        CKR_OK
+    );
+}
+
+fn attribute(ty: CK_ATTRIBUTE_TYPE, value: &mut [u8]) -> CK_ATTRIBUTE {
+    CK_ATTRIBUTE {
+        type_: ty,
+        pValue: value.as_mut_ptr().cast(),
+        ulValueLen: value.len() as CK_ULONG,
+    }
+}
+
+/// An RSA-2048 key pair generated on the card (CKA_ID 01, the PIV authentication slot, which
+/// signs and decrypts), in a logged-in RW session: (public, private).
+fn generate_rsa(m: &Module, session: CK_SESSION_HANDLE) -> (CK_OBJECT_HANDLE, CK_OBJECT_HANDLE) {
+    let mut yes = [CK_TRUE];
+    let (mut t1, mut t2, mut t3, mut t4, mut t5) = (yes, yes, yes, yes, yes);
+    let mut id = [0x01u8];
+    let mut id2 = id;
+    let mut bits = (2048 as CK_ULONG).to_ne_bytes();
+    let mut exponent = [0x01u8, 0x00, 0x01];
+    let mut public = [
+        attribute(CKA_TOKEN, &mut yes),
+        attribute(CKA_ID, &mut id),
+        attribute(CKA_VERIFY, &mut t1),
+        attribute(CKA_MODULUS_BITS, &mut bits),
+        attribute(CKA_PUBLIC_EXPONENT, &mut exponent),
+    ];
+    let mut private = [
+        attribute(CKA_TOKEN, &mut t2),
+        attribute(CKA_PRIVATE, &mut t3),
+        attribute(CKA_ID, &mut id2),
+        attribute(CKA_SIGN, &mut t4),
+        attribute(CKA_DECRYPT, &mut t5),
+    ];
+    let mut mech = CK_MECHANISM {
+        mechanism: CKM_RSA_PKCS_KEY_PAIR_GEN,
+        pParameter: ptr::null_mut(),
+        ulParameterLen: 0,
+    };
+    let (mut public_key, mut private_key) = (0, 0);
+    let rv = call!(
+        m,
+        C_GenerateKeyPair(
+            session,
+            &mut mech,
+            public.as_mut_ptr(),
+            public.len() as CK_ULONG,
+            private.as_mut_ptr(),
+            private.len() as CK_ULONG,
+            &mut public_key,
+            &mut private_key,
+        )
+    );
+    assert_eq!(rv, CKR_OK, "C_GenerateKeyPair RSA-2048: {}", rv_hex(rv));
+    (public_key, private_key)
+}
+
+fn mechanism(ty: CK_MECHANISM_TYPE) -> CK_MECHANISM {
+    CK_MECHANISM {
+        mechanism: ty,
+        pParameter: ptr::null_mut(),
+        ulParameterLen: 0,
+    }
+}
+
+const DATA: &[u8] = b"one message, two calls";
+
+/// `DATA` as the `*mut CK_BYTE` the C prototypes want (the module only reads it).
+fn data() -> *mut CK_BYTE {
+    DATA.as_ptr().cast_mut()
+}
+
+const DATA_LEN: CK_ULONG = DATA.len() as CK_ULONG;
+
+/// A single-part call (C_Digest, C_Sign) into a 512-byte buffer: (rv, output).
+fn single_part(
+    f: unsafe extern "C" fn(
+        CK_SESSION_HANDLE,
+        *mut CK_BYTE,
+        CK_ULONG,
+        *mut CK_BYTE,
+        *mut CK_ULONG,
+    ) -> CK_RV,
+    session: CK_SESSION_HANDLE,
+    input: &[u8],
+) -> (CK_RV, Vec<u8>) {
+    let mut out = vec![0u8; 512];
+    let mut len = out.len() as CK_ULONG;
+    // SAFETY: input and output are valid for their lengths; the module only reads `input`.
+    let rv = unsafe {
+        f(
+            session,
+            input.as_ptr().cast_mut(),
+            input.len() as CK_ULONG,
+            out.as_mut_ptr(),
+            &mut len,
+        )
+    };
+    out.truncate(if rv == CKR_OK { len as usize } else { 0 });
+    (rv, out)
+}
+
+/// A C_xxxFinal call into a 512-byte buffer: (rv, output).
+fn finish(
+    f: unsafe extern "C" fn(CK_SESSION_HANDLE, *mut CK_BYTE, *mut CK_ULONG) -> CK_RV,
+    session: CK_SESSION_HANDLE,
+) -> (CK_RV, Vec<u8>) {
+    let mut out = vec![0u8; 512];
+    let mut len = out.len() as CK_ULONG;
+    // SAFETY: the output buffer and its length are valid locals.
+    let rv = unsafe { f(session, out.as_mut_ptr(), &mut len) };
+    out.truncate(if rv == CKR_OK { len as usize } else { 0 });
+    (rv, out)
+}
+
+fn sha256(data: &[u8]) -> Vec<u8> {
+    use sha2::Digest;
+    sha2::Sha256::digest(data).to_vec()
+}
+
+/// Proves (pkcs11test DigestIntersperse/DigestFinalIntersperse, PKCS#11 3.0 §5.12–5.13):
+/// C_Digest/C_Sign/C_Verify after an Update cannot finish the multi-part operation — they
+/// answer CKR_OPERATION_ACTIVE and the operation ends; C_DigestFinal/C_SignFinal after a
+/// single-part length query likewise; length queries and CKR_BUFFER_TOO_SMALL keep it.
+#[test]
+fn single_part_and_multi_part_calls_do_not_mix() {
+    let m = module();
+    let _s = serial();
+    let _init = Initialized::new(m);
+    let l = m.list;
+    let s = open_rw_session(m);
+    let mut sha = mechanism(CKM_SHA256);
+
+    // Digest: Update, then C_Digest.
+    assert_eq!(call!(m, C_DigestInit(s, &mut sha)), CKR_OK);
+    assert_eq!(call!(m, C_DigestUpdate(s, data(), DATA_LEN)), CKR_OK);
+    let (rv, _) = single_part(l.C_Digest.unwrap(), s, DATA);
+    assert_eq!(
+        rv,
+        CKR_OPERATION_ACTIVE,
+        "C_Digest after C_DigestUpdate: {}",
+        rv_hex(rv)
+    );
+    let (rv, _) = finish(l.C_DigestFinal.unwrap(), s);
+    assert_eq!(
+        rv, CKR_OPERATION_NOT_INITIALIZED,
+        "the refused C_Digest ended the operation"
+    );
+
+    // Digest: a single-part length query, then C_DigestFinal.
+    assert_eq!(call!(m, C_DigestInit(s, &mut sha)), CKR_OK);
+    let mut len: CK_ULONG = 0;
+    assert_eq!(
+        call!(m, C_Digest(s, data(), DATA_LEN, ptr::null_mut(), &mut len)),
+        CKR_OK
+    );
+    assert_eq!(len, 32);
+    let (rv, _) = finish(l.C_DigestFinal.unwrap(), s);
+    assert_eq!(
+        rv,
+        CKR_OPERATION_ACTIVE,
+        "C_DigestFinal after C_Digest: {}",
+        rv_hex(rv)
+    );
+    let (rv, _) = single_part(l.C_Digest.unwrap(), s, DATA);
+    assert_eq!(
+        rv, CKR_OPERATION_NOT_INITIALIZED,
+        "the refused C_DigestFinal ended it"
+    );
+
+    // Digest: the multi-part convention still works (query, too small, result).
+    assert_eq!(call!(m, C_DigestInit(s, &mut sha)), CKR_OK);
+    assert_eq!(call!(m, C_DigestUpdate(s, data(), 4)), CKR_OK);
+    assert_eq!(
+        call!(
+            m,
+            C_DigestUpdate(s, DATA[4..].as_ptr().cast_mut(), DATA_LEN - 4)
+        ),
+        CKR_OK
+    );
+    let mut len: CK_ULONG = 0;
+    assert_eq!(
+        call!(m, C_DigestFinal(s, ptr::null_mut(), &mut len)),
+        CKR_OK
+    );
+    assert_eq!(len, 32);
+    let mut short = [0u8; 4];
+    len = 4;
+    assert_eq!(
+        call!(m, C_DigestFinal(s, short.as_mut_ptr(), &mut len)),
+        CKR_BUFFER_TOO_SMALL
+    );
+    assert_eq!(len, 32);
+    let (rv, digest) = finish(l.C_DigestFinal.unwrap(), s);
+    assert_eq!(rv, CKR_OK);
+    assert_eq!(digest, sha256(DATA));
+
+    // Sign and verify with a key on the card.
+    login_user(m, s);
+    let (public, private) = generate_rsa(m, s);
+    let mut rsa = mechanism(CKM_SHA256_RSA_PKCS);
+    assert_eq!(call!(m, C_SignInit(s, &mut rsa, private)), CKR_OK);
+    assert_eq!(call!(m, C_SignUpdate(s, data(), DATA_LEN)), CKR_OK);
+    let (rv, _) = single_part(l.C_Sign.unwrap(), s, DATA);
+    assert_eq!(
+        rv,
+        CKR_OPERATION_ACTIVE,
+        "C_Sign after C_SignUpdate: {}",
+        rv_hex(rv)
+    );
+    let (rv, _) = finish(l.C_SignFinal.unwrap(), s);
+    assert_eq!(
+        rv, CKR_OPERATION_NOT_INITIALIZED,
+        "the refused C_Sign ended the operation"
+    );
+
+    assert_eq!(call!(m, C_SignInit(s, &mut rsa, private)), CKR_OK);
+    let mut len: CK_ULONG = 0;
+    assert_eq!(
+        call!(m, C_Sign(s, data(), DATA_LEN, ptr::null_mut(), &mut len)),
+        CKR_OK
+    );
+    assert_eq!(len, 256);
+    let (rv, _) = finish(l.C_SignFinal.unwrap(), s);
+    assert_eq!(
+        rv,
+        CKR_OPERATION_ACTIVE,
+        "C_SignFinal after C_Sign: {}",
+        rv_hex(rv)
+    );
+    let (rv, _) = single_part(l.C_Sign.unwrap(), s, DATA);
+    assert_eq!(
+        rv, CKR_OPERATION_NOT_INITIALIZED,
+        "the refused C_SignFinal ended it"
+    );
+
+    assert_eq!(call!(m, C_SignInit(s, &mut rsa, private)), CKR_OK);
+    let (rv, signature) = single_part(l.C_Sign.unwrap(), s, DATA);
+    assert_eq!(rv, CKR_OK);
+    let mut signature = signature;
+    let sig_len = signature.len() as CK_ULONG;
+
+    assert_eq!(call!(m, C_VerifyInit(s, &mut rsa, public)), CKR_OK);
+    assert_eq!(call!(m, C_VerifyUpdate(s, data(), DATA_LEN)), CKR_OK);
+    assert_eq!(
+        call!(
+            m,
+            C_Verify(s, data(), DATA_LEN, signature.as_mut_ptr(), sig_len)
+        ),
+        CKR_OPERATION_ACTIVE,
+        "C_Verify after C_VerifyUpdate"
+    );
+    assert_eq!(
+        call!(m, C_VerifyFinal(s, signature.as_mut_ptr(), sig_len)),
+        CKR_OPERATION_NOT_INITIALIZED,
+        "the refused C_Verify ended the operation"
+    );
+    assert_eq!(call!(m, C_VerifyInit(s, &mut rsa, public)), CKR_OK);
+    assert_eq!(call!(m, C_VerifyUpdate(s, data(), 3)), CKR_OK);
+    assert_eq!(
+        call!(
+            m,
+            C_VerifyUpdate(s, DATA[3..].as_ptr().cast_mut(), DATA_LEN - 3)
+        ),
+        CKR_OK
+    );
+    assert_eq!(
+        call!(m, C_VerifyFinal(s, signature.as_mut_ptr(), sig_len)),
+        CKR_OK,
+        "multi-part verification of the single-part signature"
+    );
+    assert_eq!(call!(m, C_CloseSession(s)), CKR_OK);
+}
+
+/// Proves (PKCS#11 3.0 §5.13, pkcs11test DigestInvalid/DigestFinalInvalid): a call that
+/// continues or finishes an operation and fails on its arguments — NULL data with a length,
+/// NULL length pointer — ends the operation like every other error but CKR_BUFFER_TOO_SMALL.
+/// An operation of another kind is left alone.
+#[test]
+fn bad_arguments_end_the_operation() {
+    let m = module();
+    let _s = serial();
+    let _init = Initialized::new(m);
+    let l = m.list;
+    let s = open_rw_session(m);
+    let mut sha = mechanism(CKM_SHA256);
+    let mut out = [0u8; 512];
+    let mut len: CK_ULONG = 512;
+    let not_init = CKR_OPERATION_NOT_INITIALIZED;
+
+    // C_Digest: NULL data with a length; then NULL length pointer.
+    assert_eq!(call!(m, C_DigestInit(s, &mut sha)), CKR_OK);
+    assert_eq!(
+        call!(
+            m,
+            C_Digest(s, ptr::null_mut(), 5, out.as_mut_ptr(), &mut len)
+        ),
+        CKR_ARGUMENTS_BAD
+    );
+    assert_eq!(
+        single_part(l.C_Digest.unwrap(), s, DATA).0,
+        not_init,
+        "C_Digest(NULL, 5)"
+    );
+    assert_eq!(call!(m, C_DigestInit(s, &mut sha)), CKR_OK);
+    assert_eq!(
+        call!(
+            m,
+            C_Digest(s, data(), DATA_LEN, out.as_mut_ptr(), ptr::null_mut())
+        ),
+        CKR_ARGUMENTS_BAD
+    );
+    assert_eq!(
+        single_part(l.C_Digest.unwrap(), s, DATA).0,
+        not_init,
+        "C_Digest(.., NULL)"
+    );
+    // C_DigestUpdate and C_DigestFinal.
+    assert_eq!(call!(m, C_DigestInit(s, &mut sha)), CKR_OK);
+    assert_eq!(
+        call!(m, C_DigestUpdate(s, ptr::null_mut(), 3)),
+        CKR_ARGUMENTS_BAD
+    );
+    assert_eq!(
+        call!(m, C_DigestUpdate(s, data(), DATA_LEN)),
+        not_init,
+        "C_DigestUpdate(NULL, 3)"
+    );
+    assert_eq!(call!(m, C_DigestInit(s, &mut sha)), CKR_OK);
+    assert_eq!(call!(m, C_DigestUpdate(s, data(), DATA_LEN)), CKR_OK);
+    assert_eq!(
+        call!(m, C_DigestFinal(s, out.as_mut_ptr(), ptr::null_mut())),
+        CKR_ARGUMENTS_BAD
+    );
+    assert_eq!(
+        finish(l.C_DigestFinal.unwrap(), s).0,
+        not_init,
+        "C_DigestFinal(.., NULL)"
+    );
+
+    login_user(m, s);
+    let (public, private) = generate_rsa(m, s);
+    let mut rsa = mechanism(CKM_SHA256_RSA_PKCS);
+    // C_Sign, C_SignUpdate, C_SignFinal.
+    assert_eq!(call!(m, C_SignInit(s, &mut rsa, private)), CKR_OK);
+    assert_eq!(
+        call!(m, C_Sign(s, ptr::null_mut(), 5, out.as_mut_ptr(), &mut len)),
+        CKR_ARGUMENTS_BAD
+    );
+    assert_eq!(
+        single_part(l.C_Sign.unwrap(), s, DATA).0,
+        not_init,
+        "C_Sign(NULL, 5)"
+    );
+    assert_eq!(call!(m, C_SignInit(s, &mut rsa, private)), CKR_OK);
+    assert_eq!(
+        call!(
+            m,
+            C_Sign(s, data(), DATA_LEN, out.as_mut_ptr(), ptr::null_mut())
+        ),
+        CKR_ARGUMENTS_BAD
+    );
+    assert_eq!(
+        single_part(l.C_Sign.unwrap(), s, DATA).0,
+        not_init,
+        "C_Sign(.., NULL)"
+    );
+    assert_eq!(call!(m, C_SignInit(s, &mut rsa, private)), CKR_OK);
+    assert_eq!(
+        call!(m, C_SignUpdate(s, ptr::null_mut(), 3)),
+        CKR_ARGUMENTS_BAD
+    );
+    assert_eq!(
+        call!(m, C_SignUpdate(s, data(), DATA_LEN)),
+        not_init,
+        "C_SignUpdate(NULL, 3)"
+    );
+    assert_eq!(call!(m, C_SignInit(s, &mut rsa, private)), CKR_OK);
+    assert_eq!(call!(m, C_SignUpdate(s, data(), DATA_LEN)), CKR_OK);
+    assert_eq!(
+        call!(m, C_SignFinal(s, out.as_mut_ptr(), ptr::null_mut())),
+        CKR_ARGUMENTS_BAD
+    );
+    assert_eq!(
+        finish(l.C_SignFinal.unwrap(), s).0,
+        not_init,
+        "C_SignFinal(.., NULL)"
+    );
+    // A length query and a short buffer keep the operation; the signature then comes.
+    assert_eq!(call!(m, C_SignInit(s, &mut rsa, private)), CKR_OK);
+    let mut short = [0u8; 8];
+    len = 8;
+    assert_eq!(
+        call!(m, C_Sign(s, data(), DATA_LEN, short.as_mut_ptr(), &mut len)),
+        CKR_BUFFER_TOO_SMALL
+    );
+    assert_eq!(len, 256);
+    let (rv, mut signature) = single_part(l.C_Sign.unwrap(), s, DATA);
+    assert_eq!(rv, CKR_OK);
+    let sig_len = signature.len() as CK_ULONG;
+
+    // C_Verify, C_VerifyUpdate, C_VerifyFinal.
+    assert_eq!(call!(m, C_VerifyInit(s, &mut rsa, public)), CKR_OK);
+    assert_eq!(
+        call!(m, C_Verify(s, data(), DATA_LEN, ptr::null_mut(), sig_len)),
+        CKR_ARGUMENTS_BAD
+    );
+    assert_eq!(
+        call!(
+            m,
+            C_Verify(s, data(), DATA_LEN, signature.as_mut_ptr(), sig_len)
+        ),
+        not_init,
+        "C_Verify(.., NULL, 256)"
+    );
+    assert_eq!(call!(m, C_VerifyInit(s, &mut rsa, public)), CKR_OK);
+    assert_eq!(
+        call!(m, C_VerifyUpdate(s, ptr::null_mut(), 3)),
+        CKR_ARGUMENTS_BAD
+    );
+    assert_eq!(
+        call!(m, C_VerifyUpdate(s, data(), DATA_LEN)),
+        not_init,
+        "C_VerifyUpdate(NULL, 3)"
+    );
+    assert_eq!(call!(m, C_VerifyInit(s, &mut rsa, public)), CKR_OK);
+    assert_eq!(call!(m, C_VerifyUpdate(s, data(), DATA_LEN)), CKR_OK);
+    assert_eq!(
+        call!(m, C_VerifyFinal(s, ptr::null_mut(), sig_len)),
+        CKR_ARGUMENTS_BAD
+    );
+    assert_eq!(
+        call!(m, C_VerifyFinal(s, signature.as_mut_ptr(), sig_len)),
+        not_init,
+        "C_VerifyFinal(NULL, 256)"
+    );
+
+    // C_Encrypt and C_Decrypt (RSA PKCS#1 v1.5).
+    let mut pkcs1 = mechanism(CKM_RSA_PKCS);
+    assert_eq!(call!(m, C_EncryptInit(s, &mut pkcs1, public)), CKR_OK);
+    assert_eq!(
+        call!(
+            m,
+            C_Encrypt(s, ptr::null_mut(), 5, out.as_mut_ptr(), &mut len)
+        ),
+        CKR_ARGUMENTS_BAD
+    );
+    assert_eq!(
+        single_part(l.C_Encrypt.unwrap(), s, DATA).0,
+        not_init,
+        "C_Encrypt(NULL, 5)"
+    );
+    assert_eq!(call!(m, C_EncryptInit(s, &mut pkcs1, public)), CKR_OK);
+    let (rv, ciphertext) = single_part(l.C_Encrypt.unwrap(), s, DATA);
+    assert_eq!(rv, CKR_OK);
+    assert_eq!(call!(m, C_DecryptInit(s, &mut pkcs1, private)), CKR_OK);
+    assert_eq!(
+        call!(
+            m,
+            C_Decrypt(s, ptr::null_mut(), 256, out.as_mut_ptr(), &mut len)
+        ),
+        CKR_ARGUMENTS_BAD
+    );
+    assert_eq!(
+        single_part(l.C_Decrypt.unwrap(), s, &ciphertext).0,
+        not_init,
+        "C_Decrypt(NULL, 256)"
+    );
+    assert_eq!(call!(m, C_DecryptInit(s, &mut pkcs1, private)), CKR_OK);
+    let (rv, plain) = single_part(l.C_Decrypt.unwrap(), s, &ciphertext);
+    assert_eq!(rv, CKR_OK);
+    assert_eq!(plain, DATA);
+
+    // Bad arguments to another kind of call leave the active operation alone.
+    assert_eq!(call!(m, C_DigestInit(s, &mut sha)), CKR_OK);
+    assert_eq!(
+        call!(m, C_SignUpdate(s, ptr::null_mut(), 3)),
+        CKR_ARGUMENTS_BAD
+    );
+    assert_eq!(
+        call!(
+            m,
+            C_Sign(s, data(), DATA_LEN, out.as_mut_ptr(), ptr::null_mut())
+        ),
+        CKR_ARGUMENTS_BAD
+    );
+    let (rv, digest) = single_part(l.C_Digest.unwrap(), s, DATA);
+    assert_eq!(rv, CKR_OK, "the digest survived bad C_Sign calls");
+    assert_eq!(digest, sha256(DATA));
+    assert_eq!(call!(m, C_CloseSession(s)), CKR_OK);
+}
+
+/// Proves (PKCS#11 3.0, C_xxxInit with pMechanism NULL_PTR): C_DigestInit, C_SignInit,
+/// C_VerifyInit, C_EncryptInit and C_DecryptInit with a NULL mechanism end the active
+/// operation of their kind and answer CKR_OK (also when none is active); a new one can start.
+#[test]
+fn null_mechanism_cancels_the_operation() {
+    let m = module();
+    let _s = serial();
+    let _init = Initialized::new(m);
+    let l = m.list;
+    let s = open_rw_session(m);
+    let not_init = CKR_OPERATION_NOT_INITIALIZED;
+    let mut sha = mechanism(CKM_SHA256);
+
+    assert_eq!(
+        call!(m, C_DigestInit(s, ptr::null_mut())),
+        CKR_OK,
+        "nothing to cancel"
+    );
+    assert_eq!(call!(m, C_DigestInit(s, &mut sha)), CKR_OK);
+    assert_eq!(call!(m, C_DigestUpdate(s, data(), DATA_LEN)), CKR_OK);
+    assert_eq!(
+        call!(m, C_DigestInit(s, ptr::null_mut())),
+        CKR_OK,
+        "C_DigestInit(NULL)"
+    );
+    assert_eq!(finish(l.C_DigestFinal.unwrap(), s).0, not_init);
+    assert_eq!(
+        call!(m, C_DigestInit(s, &mut sha)),
+        CKR_OK,
+        "a new digest after the cancel"
+    );
+    let (rv, digest) = single_part(l.C_Digest.unwrap(), s, DATA);
+    assert_eq!((rv, digest), (CKR_OK, sha256(DATA)));
+
+    login_user(m, s);
+    let (public, private) = generate_rsa(m, s);
+    let mut rsa = mechanism(CKM_SHA256_RSA_PKCS);
+    assert_eq!(call!(m, C_SignInit(s, &mut rsa, private)), CKR_OK);
+    assert_eq!(
+        call!(m, C_SignInit(s, ptr::null_mut(), 0)),
+        CKR_OK,
+        "C_SignInit(NULL)"
+    );
+    assert_eq!(single_part(l.C_Sign.unwrap(), s, DATA).0, not_init);
+    assert_eq!(call!(m, C_SignInit(s, &mut rsa, private)), CKR_OK);
+    let (rv, mut signature) = single_part(l.C_Sign.unwrap(), s, DATA);
+    assert_eq!(rv, CKR_OK);
+    let sig_len = signature.len() as CK_ULONG;
+
+    assert_eq!(call!(m, C_VerifyInit(s, &mut rsa, public)), CKR_OK);
+    assert_eq!(
+        call!(m, C_VerifyInit(s, ptr::null_mut(), 0)),
+        CKR_OK,
+        "C_VerifyInit(NULL)"
+    );
+    assert_eq!(
+        call!(
+            m,
+            C_Verify(s, data(), DATA_LEN, signature.as_mut_ptr(), sig_len)
+        ),
+        not_init
+    );
+
+    let mut pkcs1 = mechanism(CKM_RSA_PKCS);
+    assert_eq!(call!(m, C_EncryptInit(s, &mut pkcs1, public)), CKR_OK);
+    assert_eq!(
+        call!(m, C_EncryptInit(s, ptr::null_mut(), 0)),
+        CKR_OK,
+        "C_EncryptInit(NULL)"
+    );
+    assert_eq!(single_part(l.C_Encrypt.unwrap(), s, DATA).0, not_init);
+    assert_eq!(call!(m, C_DecryptInit(s, &mut pkcs1, private)), CKR_OK);
+    assert_eq!(
+        call!(m, C_DecryptInit(s, ptr::null_mut(), 0)),
+        CKR_OK,
+        "C_DecryptInit(NULL)"
+    );
+    assert_eq!(
+        single_part(l.C_Decrypt.unwrap(), s, &[0u8; 256]).0,
+        not_init
+    );
+
+    // A NULL mechanism cancels only its own kind.
+    assert_eq!(call!(m, C_DigestInit(s, &mut sha)), CKR_OK);
+    assert_eq!(call!(m, C_SignInit(s, ptr::null_mut(), 0)), CKR_OK);
+    let (rv, digest) = single_part(l.C_Digest.unwrap(), s, DATA);
+    assert_eq!(
+        (rv, digest),
+        (CKR_OK, sha256(DATA)),
+        "C_SignInit(NULL) left the digest"
+    );
+    assert_eq!(call!(m, C_CloseSession(s)), CKR_OK);
+}
+
+/// Proves (PKCS#11 3.0 §5.1.7, pkcs11test SeedRandomNoSession/SeedRandomBadArguments): a
+/// session function answers CKR_CRYPTOKI_NOT_INITIALIZED first, then
+/// CKR_SESSION_HANDLE_INVALID, and only then looks at its other arguments and gives its own
+/// answer (C_SeedRandom: CKR_ARGUMENTS_BAD for NULL with a length, else
+/// CKR_RANDOM_SEED_NOT_SUPPORTED).
+#[test]
+fn session_handle_errors_come_before_the_functions_own() {
+    let m = module();
+    let _s = serial();
+    let mut seed = [1u8, 2, 3, 4, 5, 6, 7, 8];
+    assert_eq!(
+        call!(m, C_SeedRandom(1, seed.as_mut_ptr(), 8)),
+        CKR_CRYPTOKI_NOT_INITIALIZED,
+        "C_SeedRandom before C_Initialize"
+    );
+    let _init = Initialized::new(m);
+    let bogus: CK_SESSION_HANDLE = 0xDEAD_BEEF;
+    let invalid = CKR_SESSION_HANDLE_INVALID;
+    assert_eq!(
+        call!(m, C_SeedRandom(bogus, seed.as_mut_ptr(), 8)),
+        invalid,
+        "C_SeedRandom on an invalid session"
+    );
+    let s = open_rw_session(m);
+    assert_eq!(
+        call!(m, C_SeedRandom(s, ptr::null_mut(), 1)),
+        CKR_ARGUMENTS_BAD,
+        "C_SeedRandom(NULL, 1)"
+    );
+    assert_eq!(
+        call!(m, C_SeedRandom(s, seed.as_mut_ptr(), 8)),
+        CKR_RANDOM_SEED_NOT_SUPPORTED
+    );
+
+    // Every session function: an invalid handle wins over NULL arguments.
+    let answers = [
+        (
+            "C_GetSessionInfo",
+            call!(m, C_GetSessionInfo(bogus, ptr::null_mut())),
+        ),
+        (
+            "C_Login",
+            call!(m, C_Login(bogus, CKU_USER, ptr::null_mut(), 0)),
+        ),
+        ("C_InitPIN", call!(m, C_InitPIN(bogus, ptr::null_mut(), 6))),
+        (
+            "C_SetPIN",
+            call!(m, C_SetPIN(bogus, ptr::null_mut(), 6, ptr::null_mut(), 6)),
+        ),
+        (
+            "C_CreateObject",
+            call!(
+                m,
+                C_CreateObject(bogus, ptr::null_mut(), 1, ptr::null_mut())
+            ),
+        ),
+        (
+            "C_GetObjectSize",
+            call!(m, C_GetObjectSize(bogus, 1, ptr::null_mut())),
+        ),
+        (
+            "C_GetAttributeValue",
+            call!(m, C_GetAttributeValue(bogus, 1, ptr::null_mut(), 1)),
+        ),
+        (
+            "C_SetAttributeValue",
+            call!(m, C_SetAttributeValue(bogus, 1, ptr::null_mut(), 1)),
+        ),
+        (
+            "C_FindObjectsInit",
+            call!(m, C_FindObjectsInit(bogus, ptr::null_mut(), 1)),
+        ),
+        (
+            "C_FindObjects",
+            call!(m, C_FindObjects(bogus, ptr::null_mut(), 4, ptr::null_mut())),
+        ),
+        (
+            "C_DigestInit",
+            call!(m, C_DigestInit(bogus, ptr::null_mut())),
+        ),
+        (
+            "C_Digest",
+            call!(
+                m,
+                C_Digest(bogus, ptr::null_mut(), 5, ptr::null_mut(), ptr::null_mut())
+            ),
+        ),
+        (
+            "C_DigestUpdate",
+            call!(m, C_DigestUpdate(bogus, ptr::null_mut(), 5)),
+        ),
+        (
+            "C_DigestFinal",
+            call!(m, C_DigestFinal(bogus, ptr::null_mut(), ptr::null_mut())),
+        ),
+        (
+            "C_SignInit",
+            call!(m, C_SignInit(bogus, ptr::null_mut(), 1)),
+        ),
+        (
+            "C_Sign",
+            call!(
+                m,
+                C_Sign(bogus, ptr::null_mut(), 5, ptr::null_mut(), ptr::null_mut())
+            ),
+        ),
+        (
+            "C_SignUpdate",
+            call!(m, C_SignUpdate(bogus, ptr::null_mut(), 5)),
+        ),
+        (
+            "C_SignFinal",
+            call!(m, C_SignFinal(bogus, ptr::null_mut(), ptr::null_mut())),
+        ),
+        (
+            "C_VerifyInit",
+            call!(m, C_VerifyInit(bogus, ptr::null_mut(), 1)),
+        ),
+        (
+            "C_Verify",
+            call!(m, C_Verify(bogus, ptr::null_mut(), 5, ptr::null_mut(), 5)),
+        ),
+        (
+            "C_VerifyUpdate",
+            call!(m, C_VerifyUpdate(bogus, ptr::null_mut(), 5)),
+        ),
+        (
+            "C_VerifyFinal",
+            call!(m, C_VerifyFinal(bogus, ptr::null_mut(), 5)),
+        ),
+        (
+            "C_EncryptInit",
+            call!(m, C_EncryptInit(bogus, ptr::null_mut(), 1)),
+        ),
+        (
+            "C_Encrypt",
+            call!(
+                m,
+                C_Encrypt(bogus, ptr::null_mut(), 5, ptr::null_mut(), ptr::null_mut())
+            ),
+        ),
+        (
+            "C_DecryptInit",
+            call!(m, C_DecryptInit(bogus, ptr::null_mut(), 1)),
+        ),
+        (
+            "C_Decrypt",
+            call!(
+                m,
+                C_Decrypt(bogus, ptr::null_mut(), 5, ptr::null_mut(), ptr::null_mut())
+            ),
+        ),
+        (
+            "C_GenerateKeyPair",
+            call!(
+                m,
+                C_GenerateKeyPair(
+                    bogus,
+                    ptr::null_mut(),
+                    ptr::null_mut(),
+                    1,
+                    ptr::null_mut(),
+                    1,
+                    ptr::null_mut(),
+                    ptr::null_mut()
+                )
+            ),
+        ),
+        (
+            "C_DeriveKey",
+            call!(
+                m,
+                C_DeriveKey(
+                    bogus,
+                    ptr::null_mut(),
+                    1,
+                    ptr::null_mut(),
+                    1,
+                    ptr::null_mut()
+                )
+            ),
+        ),
+        (
+            "C_GenerateRandom",
+            call!(m, C_GenerateRandom(bogus, ptr::null_mut(), 16)),
+        ),
+    ];
+    for (name, rv) in answers {
+        assert_eq!(rv, invalid, "{name}: {}", rv_hex(rv));
+    }
+    assert_eq!(call!(m, C_CloseSession(s)), CKR_OK);
 }
 
 /// Proves: C_GetInfo reports the Cryptoki version of the function list it was reached

@@ -3,19 +3,28 @@
 //! (the spec lets some of them be the same memory); outputs follow the (pBuf, pulLen)
 //! convention through `raw::out_buf`. Multi-part encryption and decryption, recovery, dual
 //! functions, wrapping and secret-key generation are not offered.
+//!
+//! Every call checks its session before its pointers (§5.1.7); a call that continues or
+//! finishes an operation ends it on any error but CKR_BUFFER_TOO_SMALL, bad pointers included
+//! (§5.13); C_xxxInit with a NULL mechanism cancels the operation of its kind (PKCS#11 3.0).
 
-use super::entry::{cryptoki_fixed, cryptoki_fn};
+use super::entry::{cryptoki_fixed, cryptoki_fn, in_operation, in_session};
 use super::raw;
-use crate::token::library;
+use crate::token::library::OperationKind;
+use crate::token::Error;
 use cryptoki_sys::*;
 
-/// Defines C_xxxInit(hSession, pMechanism, hKey) for an operation that takes a key.
+/// Defines C_xxxInit(hSession, pMechanism, hKey) for an operation that takes a key; a NULL
+/// pMechanism cancels the active operation of that kind.
 macro_rules! init_with_key {
-    ($(#[$meta:meta])* $name:ident => $method:ident) => {
+    ($(#[$meta:meta])* $name:ident => $method:ident, $kind:ident) => {
         cryptoki_fn! {
             $(#[$meta])*
             export fn $name(hSession: CK_SESSION_HANDLE, pMechanism: *mut CK_MECHANISM, hKey: CK_OBJECT_HANDLE) {
-                library::with(|lib| {
+                in_session(hSession, |lib| {
+                    if pMechanism.is_null() {
+                        return lib.end_operation(hSession, OperationKind::$kind);
+                    }
                     // SAFETY: a non-NULL pMechanism points to a CK_MECHANISM with its parameter
                     // (PKCS#11 contract).
                     let mech = unsafe { raw::decode_mechanism(pMechanism.cast_const()) }?;
@@ -29,7 +38,7 @@ macro_rules! init_with_key {
 
 /// Defines a single-part C_xxx(hSession, pIn, ulInLen, pOut, pulOutLen).
 macro_rules! single_part {
-    ($(#[$meta:meta])* $name:ident => $method:ident) => {
+    ($(#[$meta:meta])* $name:ident => $method:ident, $kind:ident) => {
         cryptoki_fn! {
             $(#[$meta])*
             export fn $name(
@@ -39,7 +48,7 @@ macro_rules! single_part {
                 pOut: *mut CK_BYTE,
                 pulOutLen: *mut CK_ULONG,
             ) {
-                library::with(|lib| {
+                in_operation(hSession, OperationKind::$kind, |lib| {
                     // SAFETY: a non-NULL pIn holds ulInLen bytes (PKCS#11 contract); they are
                     // copied before the output buffer is borrowed.
                     let input = unsafe { raw::bytes_owned(pIn.cast_const(), ulInLen) }?;
@@ -54,11 +63,11 @@ macro_rules! single_part {
 
 /// Defines C_xxxUpdate(hSession, pPart, ulPartLen) for an operation without update output.
 macro_rules! update {
-    ($(#[$meta:meta])* $name:ident => $method:ident) => {
+    ($(#[$meta:meta])* $name:ident => $method:ident, $kind:ident) => {
         cryptoki_fn! {
             $(#[$meta])*
             export fn $name(hSession: CK_SESSION_HANDLE, pPart: *mut CK_BYTE, ulPartLen: CK_ULONG) {
-                library::with(|lib| {
+                in_operation(hSession, OperationKind::$kind, |lib| {
                     // SAFETY: a non-NULL pPart holds ulPartLen bytes (PKCS#11 contract).
                     let part = unsafe { raw::slice(pPart.cast_const(), ulPartLen) }?;
                     lib.$method(hSession, part)
@@ -70,11 +79,11 @@ macro_rules! update {
 
 /// Defines C_xxxFinal(hSession, pOut, pulOutLen).
 macro_rules! finish {
-    ($(#[$meta:meta])* $name:ident => $method:ident) => {
+    ($(#[$meta:meta])* $name:ident => $method:ident, $kind:ident) => {
         cryptoki_fn! {
             $(#[$meta])*
             export fn $name(hSession: CK_SESSION_HANDLE, pOut: *mut CK_BYTE, pulOutLen: *mut CK_ULONG) {
-                library::with(|lib| {
+                in_operation(hSession, OperationKind::$kind, |lib| {
                     // SAFETY: pulOutLen is a writable CK_ULONG, a non-NULL pOut holds
                     // *pulOutLen writable bytes (PKCS#11 contract).
                     unsafe { raw::out_buf(pOut, pulOutLen, |out| lib.$method(hSession, out)) }
@@ -85,26 +94,31 @@ macro_rules! finish {
 }
 
 init_with_key!(
-    /// C_EncryptInit (public-key encryption on the host).
-    C_EncryptInit => encrypt_init
+    /// C_EncryptInit (public-key encryption on the host); a NULL pMechanism cancels the active
+    /// encryption.
+    C_EncryptInit => encrypt_init, Encrypt
 );
 single_part!(
     /// C_Encrypt.
-    C_Encrypt => encrypt
+    C_Encrypt => encrypt, Encrypt
 );
 init_with_key!(
-    /// C_DecryptInit (RSA PKCS#1 v1.5, OAEP, raw on the card).
-    C_DecryptInit => decrypt_init
+    /// C_DecryptInit (RSA PKCS#1 v1.5, OAEP, raw on the card); a NULL pMechanism cancels the
+    /// active decryption.
+    C_DecryptInit => decrypt_init, Decrypt
 );
 single_part!(
     /// C_Decrypt.
-    C_Decrypt => decrypt
+    C_Decrypt => decrypt, Decrypt
 );
 
 cryptoki_fn! {
-    /// C_DigestInit.
+    /// C_DigestInit; a NULL pMechanism cancels the active digest.
     export fn C_DigestInit(hSession: CK_SESSION_HANDLE, pMechanism: *mut CK_MECHANISM) {
-        library::with(|lib| {
+        in_session(hSession, |lib| {
+            if pMechanism.is_null() {
+                return lib.end_operation(hSession, OperationKind::Digest);
+            }
             // SAFETY: a non-NULL pMechanism points to a CK_MECHANISM with its parameter (PKCS#11
             // contract).
             let mech = unsafe { raw::decode_mechanism(pMechanism.cast_const()) }?;
@@ -114,37 +128,38 @@ cryptoki_fn! {
 }
 single_part!(
     /// C_Digest.
-    C_Digest => digest
+    C_Digest => digest, Digest
 );
 update!(
     /// C_DigestUpdate.
-    C_DigestUpdate => digest_update
+    C_DigestUpdate => digest_update, Digest
 );
 finish!(
     /// C_DigestFinal.
-    C_DigestFinal => digest_final
+    C_DigestFinal => digest_final, Digest
 );
 
 init_with_key!(
-    /// C_SignInit.
-    C_SignInit => sign_init
+    /// C_SignInit; a NULL pMechanism cancels the active signature.
+    C_SignInit => sign_init, Sign
 );
 single_part!(
     /// C_Sign.
-    C_Sign => sign
+    C_Sign => sign, Sign
 );
 update!(
     /// C_SignUpdate.
-    C_SignUpdate => sign_update
+    C_SignUpdate => sign_update, Sign
 );
 finish!(
     /// C_SignFinal.
-    C_SignFinal => sign_final
+    C_SignFinal => sign_final, Sign
 );
 
 init_with_key!(
-    /// C_VerifyInit (on the host, with the public key).
-    C_VerifyInit => verify_init
+    /// C_VerifyInit (on the host, with the public key); a NULL pMechanism cancels the active
+    /// verification.
+    C_VerifyInit => verify_init, Verify
 );
 cryptoki_fn! {
     /// C_Verify.
@@ -155,7 +170,7 @@ cryptoki_fn! {
         pSignature: *mut CK_BYTE,
         ulSignatureLen: CK_ULONG,
     ) {
-        library::with(|lib| {
+        in_operation(hSession, OperationKind::Verify, |lib| {
             // SAFETY: a non-NULL pData holds ulDataLen bytes (PKCS#11 contract).
             let data = unsafe { raw::slice(pData.cast_const(), ulDataLen) }?;
             // SAFETY: a non-NULL pSignature holds ulSignatureLen bytes (PKCS#11 contract).
@@ -166,12 +181,12 @@ cryptoki_fn! {
 }
 update!(
     /// C_VerifyUpdate.
-    C_VerifyUpdate => verify_update
+    C_VerifyUpdate => verify_update, Verify
 );
 cryptoki_fn! {
     /// C_VerifyFinal.
     export fn C_VerifyFinal(hSession: CK_SESSION_HANDLE, pSignature: *mut CK_BYTE, ulSignatureLen: CK_ULONG) {
-        library::with(|lib| {
+        in_operation(hSession, OperationKind::Verify, |lib| {
             // SAFETY: a non-NULL pSignature holds ulSignatureLen bytes (PKCS#11 contract).
             let signature = unsafe { raw::slice(pSignature.cast_const(), ulSignatureLen) }?;
             lib.verify_final(hSession, signature)
@@ -191,7 +206,7 @@ cryptoki_fn! {
         phPublicKey: *mut CK_OBJECT_HANDLE,
         phPrivateKey: *mut CK_OBJECT_HANDLE,
     ) {
-        library::with(|lib| {
+        in_session(hSession, |lib| {
             if phPublicKey.is_null() || phPrivateKey.is_null() {
                 return Err(CKR_ARGUMENTS_BAD.into());
             }
@@ -222,7 +237,7 @@ cryptoki_fn! {
         ulAttributeCount: CK_ULONG,
         phKey: *mut CK_OBJECT_HANDLE,
     ) {
-        library::with(|lib| {
+        in_session(hSession, |lib| {
             if phKey.is_null() {
                 return Err(CKR_ARGUMENTS_BAD.into());
             }
@@ -242,7 +257,7 @@ cryptoki_fn! {
 cryptoki_fn! {
     /// C_GenerateRandom.
     export fn C_GenerateRandom(hSession: CK_SESSION_HANDLE, RandomData: *mut CK_BYTE, ulRandomLen: CK_ULONG) {
-        library::with(|lib| {
+        in_session(hSession, |lib| {
             // SAFETY: a non-NULL RandomData holds ulRandomLen writable bytes (PKCS#11 contract).
             let out = unsafe { raw::slice_mut(RandomData, ulRandomLen) }?;
             lib.generate_random(hSession, out)
@@ -270,9 +285,18 @@ cryptoki_fixed! {
     fn C_UnwrapKey(hSession: CK_SESSION_HANDLE, pMechanism: *mut CK_MECHANISM, hUnwrappingKey: CK_OBJECT_HANDLE, pWrappedKey: *mut CK_BYTE, ulWrappedKeyLen: CK_ULONG, pTemplate: *mut CK_ATTRIBUTE, ulAttributeCount: CK_ULONG, phKey: *mut CK_OBJECT_HANDLE);
 }
 
-cryptoki_fixed! {
-    export CKR_RANDOM_SEED_NOT_SUPPORTED =>
-    fn C_SeedRandom(hSession: CK_SESSION_HANDLE, pSeed: *mut CK_BYTE, ulSeedLen: CK_ULONG);
+cryptoki_fn! {
+    /// C_SeedRandom: the operating system's generator takes no seed from an application, so a
+    /// valid call answers CKR_RANDOM_SEED_NOT_SUPPORTED (after the session and the seed's
+    /// pointer are checked, in that order).
+    export fn C_SeedRandom(hSession: CK_SESSION_HANDLE, pSeed: *mut CK_BYTE, ulSeedLen: CK_ULONG) {
+        in_session(hSession, |_| {
+            // SAFETY: a non-NULL pSeed holds ulSeedLen bytes (PKCS#11 contract); only the
+            // pointer and length are checked, the bytes are not used.
+            unsafe { raw::slice(pSeed.cast_const(), ulSeedLen) }?;
+            Err(Error::new(CKR_RANDOM_SEED_NOT_SUPPORTED))
+        })
+    }
 }
 
 cryptoki_fixed! {

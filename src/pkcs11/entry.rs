@@ -2,6 +2,7 @@
 //! `unsafe extern "C"` signature, and [`guard`] runs the body under `catch_unwind`, maps the
 //! body's `Result` to a CK_RV, and logs the call. No panic ever crosses into the application.
 
+use crate::token::library::{self, Library, OperationKind};
 use crate::token::Result;
 use cryptoki_sys::*;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -23,6 +24,39 @@ pub(crate) fn guard(name: &'static str, body: impl FnOnce() -> Result<()>) -> CK
     };
     log::debug!("{name} -> {}", rv_name(rv));
     rv
+}
+
+/// Runs the body of a call on session `h` in PKCS#11's order of errors (§5.1.7):
+/// CKR_CRYPTOKI_NOT_INITIALIZED, then CKR_SESSION_HANDLE_INVALID, and only then the body's
+/// own checks of its pointer arguments and the function's answer.
+pub(crate) fn in_session<R>(
+    h: CK_SESSION_HANDLE,
+    body: impl FnOnce(&Library) -> Result<R>,
+) -> Result<R> {
+    library::with(|lib| {
+        lib.check_session(h)?;
+        body(lib)
+    })
+}
+
+/// [`in_session`] for a call that continues or finishes the session's `kind` operation
+/// (Update, Final, the single-part call): any error but CKR_BUFFER_TOO_SMALL ends that
+/// operation (§5.13), also one that the call's arguments caused before the core saw them.
+pub(crate) fn in_operation<R>(
+    h: CK_SESSION_HANDLE,
+    kind: OperationKind,
+    body: impl FnOnce(&Library) -> Result<R>,
+) -> Result<R> {
+    in_session(h, |lib| {
+        let r = body(lib);
+        if let Err(e) = &r {
+            if e.rv() != CKR_BUFFER_TOO_SMALL {
+                // Ending can only fail for a session that went away meanwhile: nothing to end.
+                let _ = lib.end_operation(h, kind);
+            }
+        }
+        r
+    })
 }
 
 /// Defines one PKCS#11 entry point. `export fn` adds `#[no_mangle]` (a symbol applications

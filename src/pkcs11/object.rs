@@ -1,7 +1,7 @@
 //! Object management functions: create, destroy, size, attributes, search. C_GetAttributeValue
 //! follows kryoptic: every attribute is answered, the first error wins.
 
-use super::entry::{cryptoki_fixed, cryptoki_fn};
+use super::entry::{cryptoki_fixed, cryptoki_fn, in_session};
 use super::raw::{self, AttrWrite};
 use crate::token::{library, AttrAnswer, Error};
 use cryptoki_sys::*;
@@ -14,7 +14,7 @@ cryptoki_fn! {
         ulCount: CK_ULONG,
         phObject: *mut CK_OBJECT_HANDLE,
     ) {
-        library::with(|lib| {
+        in_session(hSession, |lib| {
             if phObject.is_null() {
                 return Err(CKR_ARGUMENTS_BAD.into());
             }
@@ -39,7 +39,7 @@ cryptoki_fn! {
 cryptoki_fn! {
     /// C_GetObjectSize.
     export fn C_GetObjectSize(hSession: CK_SESSION_HANDLE, hObject: CK_OBJECT_HANDLE, pulSize: *mut CK_ULONG) {
-        library::with(|lib| {
+        in_session(hSession, |lib| {
             if pulSize.is_null() {
                 return Err(CKR_ARGUMENTS_BAD.into());
             }
@@ -72,7 +72,7 @@ cryptoki_fn! {
         pTemplate: *mut CK_ATTRIBUTE,
         ulCount: CK_ULONG,
     ) {
-        library::with(|lib| {
+        in_session(hSession, |lib| {
             // SAFETY: a non-NULL pTemplate holds ulCount attributes (PKCS#11 contract).
             let types = unsafe { raw::template_types(pTemplate.cast_const(), ulCount) }?;
             let answers = lib.get_attributes(hSession, hObject, &types)?;
@@ -121,7 +121,7 @@ cryptoki_fn! {
         pTemplate: *mut CK_ATTRIBUTE,
         ulCount: CK_ULONG,
     ) {
-        library::with(|lib| {
+        in_session(hSession, |lib| {
             // SAFETY: a non-NULL pTemplate holds ulCount attributes with their values (PKCS#11
             // contract).
             let template = unsafe { raw::read_template(pTemplate.cast_const(), ulCount) }?;
@@ -134,7 +134,7 @@ cryptoki_fn! {
 cryptoki_fn! {
     /// C_FindObjectsInit: an empty template (NULL with count 0) finds every object.
     export fn C_FindObjectsInit(hSession: CK_SESSION_HANDLE, pTemplate: *mut CK_ATTRIBUTE, ulCount: CK_ULONG) {
-        library::with(|lib| {
+        in_session(hSession, |lib| {
             // SAFETY: a non-NULL pTemplate holds ulCount attributes with their values (PKCS#11
             // contract).
             let template = unsafe { raw::read_template(pTemplate.cast_const(), ulCount) }?;
@@ -153,7 +153,7 @@ cryptoki_fn! {
         ulMaxObjectCount: CK_ULONG,
         pulObjectCount: *mut CK_ULONG,
     ) {
-        library::with(|lib| {
+        in_session(hSession, |lib| {
             if pulObjectCount.is_null() || phObject.is_null() {
                 return Err(CKR_ARGUMENTS_BAD.into());
             }

@@ -1,7 +1,7 @@
 //! Session management functions: open and close sessions, session info, login and logout.
 //! Operation state save/restore is not offered (a card operation cannot be serialised).
 
-use super::entry::{cryptoki_fixed, cryptoki_fn};
+use super::entry::{cryptoki_fixed, cryptoki_fn, in_session};
 use super::raw;
 use crate::token::library;
 use cryptoki_sys::*;
@@ -50,7 +50,7 @@ cryptoki_fn! {
 cryptoki_fn! {
     /// C_GetSessionInfo.
     export fn C_GetSessionInfo(hSession: CK_SESSION_HANDLE, pInfo: *mut CK_SESSION_INFO) {
-        library::with(|lib| {
+        in_session(hSession, |lib| {
             if pInfo.is_null() {
                 return Err(CKR_ARGUMENTS_BAD.into());
             }
@@ -65,7 +65,7 @@ cryptoki_fn! {
     /// C_Login: CKU_USER (PIN), CKU_SO (PUK), CKU_CONTEXT_SPECIFIC. There is no protected
     /// authentication path, so a NULL PIN is CKR_ARGUMENTS_BAD even with length 0.
     export fn C_Login(hSession: CK_SESSION_HANDLE, userType: CK_USER_TYPE, pPin: *mut CK_UTF8CHAR, ulPinLen: CK_ULONG) {
-        library::with(|lib| {
+        in_session(hSession, |lib| {
             if pPin.is_null() {
                 return Err(CKR_ARGUMENTS_BAD.into());
             }

@@ -1,7 +1,7 @@
 //! Slot and token management functions: slot and token info, mechanisms, slot events, PIN
 //! initialisation and change. Only argument shapes are handled here; PIN rules are the core's.
 
-use super::entry::{cryptoki_fixed, cryptoki_fn};
+use super::entry::{cryptoki_fixed, cryptoki_fn, in_session};
 use super::raw;
 use crate::token::library;
 use cryptoki_sys::*;
@@ -98,7 +98,7 @@ cryptoki_fn! {
     /// C_InitPIN: in an SO session, unblocks the PIN with a new one. No protected
     /// authentication path, so a NULL PIN is CKR_ARGUMENTS_BAD.
     export fn C_InitPIN(hSession: CK_SESSION_HANDLE, pPin: *mut CK_UTF8CHAR, ulPinLen: CK_ULONG) {
-        library::with(|lib| {
+        in_session(hSession, |lib| {
             if pPin.is_null() {
                 return Err(CKR_ARGUMENTS_BAD.into());
             }
@@ -118,7 +118,7 @@ cryptoki_fn! {
         pNewPin: *mut CK_UTF8CHAR,
         ulNewLen: CK_ULONG,
     ) {
-        library::with(|lib| {
+        in_session(hSession, |lib| {
             if pOldPin.is_null() || pNewPin.is_null() {
                 return Err(CKR_ARGUMENTS_BAD.into());
             }

@@ -26,6 +26,7 @@ mod object_calls;
 mod operations;
 
 pub use changes::{credential_steps, describe_pending, Repair, SetupCredentials};
+pub use operations::OperationKind;
 
 /// Object handle table: a stable handle per object identity.
 #[derive(Default)]
@@ -68,6 +69,8 @@ pub struct Library {
     next_session: Mutex<CK_SESSION_HANDLE>,
     handles: Mutex<Handles>,
     session_objects: Mutex<HashMap<CK_OBJECT_HANDLE, (CK_SESSION_HANDLE, SessionObject)>>,
+    /// Whether each session's operation was continued by single-part or multi-part calls.
+    stages: Mutex<HashMap<CK_SESSION_HANDLE, operations::Stage>>,
     presence: Mutex<HashMap<CK_SLOT_ID, bool>>,
     reader_cache: Mutex<Option<(std::time::Instant, Vec<pcsc::ReaderInfo>)>>,
     cancelled: AtomicBool,
@@ -225,6 +228,7 @@ impl Library {
             next_session: Mutex::new(0),
             handles: Mutex::new(Handles::default()),
             session_objects: Mutex::new(HashMap::new()),
+            stages: Mutex::new(HashMap::new()),
             presence: Mutex::new(HashMap::new()),
             reader_cache: Mutex::new(None),
             cancelled: AtomicBool::new(false),
@@ -365,6 +369,13 @@ impl Library {
         f(&mut state, ctx.as_ref())
     }
 
+    /// Checks that `h` is an open session of a card still present, before the call's other
+    /// arguments are looked at: PKCS#11 §5.1.7 puts CKR_SESSION_HANDLE_INVALID before a
+    /// function's own errors.
+    pub fn check_session(&self, h: CK_SESSION_HANDLE) -> Result<()> {
+        self.session_slot(h).map(|_| ())
+    }
+
     /// The session's slot, checking the session is alive.
     fn session_slot(&self, h: CK_SESSION_HANDLE) -> Result<(Arc<Slot>, bool)> {
         let (slot_id, generation, rw) = {
@@ -385,6 +396,7 @@ impl Library {
 
     fn drop_session(&self, h: CK_SESSION_HANDLE) {
         self.sessions.lock().remove(&h);
+        self.stages.lock().remove(&h);
         let mut objs = self.session_objects.lock();
         let gone: Vec<_> = objs
             .iter()
@@ -430,7 +442,9 @@ impl Library {
             }
             s.op = Some(op);
             Ok(())
-        })
+        })?;
+        self.stages.lock().remove(&h);
+        Ok(())
     }
 
     /// The key entry behind a token object handle, checking it belongs to the session's token

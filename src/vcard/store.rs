@@ -49,6 +49,16 @@ impl CardFile {
         let path = path.into();
         let mut f = Self::at(path);
         f.read(|_| ((), false))?;
+        if let Ok(meta) = fs::metadata(&f.path) {
+            let mode = meta.mode() & 0o777;
+            if mode & 0o077 != 0 {
+                // Kept working (earlier versions wrote 0644); the next write makes it 0600.
+                log::warn!(
+                    "virtual card {} has mode {mode:03o}: other users can copy it; it becomes 0600 on its next write (or run chmod 600)",
+                    f.path.display()
+                );
+            }
+        }
         Ok(f)
     }
 

@@ -1,5 +1,10 @@
 //! Cryptographic operations: digests and verification on the host, signatures, decryption
 //! and key agreement by the card, each run as one operation taken out of its session.
+//!
+//! An operation's life follows PKCS#11 3.0 §5.12–5.13: after C_xxxInit it is continued either
+//! by its single-part call (C_Digest, C_Sign, …) or by Update/Final calls, never both; a call
+//! of the other kind ends it with CKR_OPERATION_ACTIVE, as does any error but
+//! CKR_BUFFER_TOO_SMALL (a length query or a short buffer keeps it for the next call).
 
 use super::{deliver, err, Library};
 use crate::applet::piv;
@@ -12,7 +17,83 @@ use cryptoki_sys::*;
 use std::collections::BTreeMap;
 use zeroize::Zeroizing;
 
+/// How an active operation has been continued: by its single-part call (a length query or
+/// a short buffer left it active) or by Update/Final calls.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Stage {
+    /// C_Digest, C_Sign, C_Verify, C_Encrypt, C_Decrypt.
+    Single,
+    /// C_xxxUpdate, C_xxxFinal.
+    Multi,
+}
+
+impl Stage {
+    /// The stage a finishing call with (`Some`) or without (`None`, C_xxxFinal) data enters.
+    fn of<T>(data: Option<T>) -> Self {
+        if data.is_some() {
+            Self::Single
+        } else {
+            Self::Multi
+        }
+    }
+}
+
+/// The kinds of operation a session can have active, as their C_xxxInit names them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OperationKind {
+    /// C_DigestInit.
+    Digest,
+    /// C_SignInit.
+    Sign,
+    /// C_VerifyInit.
+    Verify,
+    /// C_EncryptInit.
+    Encrypt,
+    /// C_DecryptInit.
+    Decrypt,
+}
+
+impl OperationKind {
+    fn of(op: &Operation) -> Self {
+        match op {
+            Operation::Digest(_) => Self::Digest,
+            Operation::Sign { .. } => Self::Sign,
+            Operation::Verify { .. } => Self::Verify,
+            Operation::Encrypt { .. } => Self::Encrypt,
+            Operation::Decrypt { .. } => Self::Decrypt,
+        }
+    }
+}
+
 impl Library {
+    /// Ends the session's active operation of `kind`, if there is one (an operation of another
+    /// kind stays). C_xxxInit with a NULL mechanism cancels this way (PKCS#11 3.0), and the
+    /// ABI layer this way ends an operation whose Update/Final/single-part call failed on its
+    /// arguments before reaching the core (§5.13).
+    pub fn end_operation(&self, h: CK_SESSION_HANDLE, kind: OperationKind) -> Result<()> {
+        self.session_slot(h)?;
+        self.with_session(h, |s| {
+            if s.op.as_ref().map(OperationKind::of) == Some(kind) {
+                s.op = None;
+            }
+            Ok(())
+        })
+    }
+
+    /// Records that the session's operation (already known to be active and of the right kind)
+    /// is continued by a call of `stage`. A call of the other stage may not continue it:
+    /// CKR_OPERATION_ACTIVE, and the caller ends the operation.
+    fn enter_stage(&self, h: CK_SESSION_HANDLE, stage: Stage) -> Result<()> {
+        let mut stages = self.stages.lock();
+        match stages.insert(h, stage) {
+            Some(before) if before != stage => {
+                stages.remove(&h);
+                err(CKR_OPERATION_ACTIVE)
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// C_DigestInit.
     pub fn digest_init(&self, h: CK_SESSION_HANDLE, mech: &Mechanism) -> Result<()> {
         self.session_slot(h)?;
@@ -21,12 +102,23 @@ impl Library {
 
     /// C_Digest.
     pub fn digest(&self, h: CK_SESSION_HANDLE, data: &[u8], out: OutBuf<'_>) -> Result<usize> {
+        self.digest_finish(h, Some(data), out)
+    }
+
+    /// C_Digest (`Some` data) or C_DigestFinal (`None`).
+    fn digest_finish(
+        &self,
+        h: CK_SESSION_HANDLE,
+        data: Option<&[u8]>,
+        out: OutBuf<'_>,
+    ) -> Result<usize> {
         self.session_slot(h)?;
         let op = self.take_op(h)?;
         let Operation::Digest(mut d) = op else {
             self.put_op(h, op);
             return err(CKR_OPERATION_NOT_INITIALIZED);
         };
+        self.enter_stage(h, Stage::of(data))?;
         match &out {
             OutBuf::Query => {
                 let n = d.output_len();
@@ -40,25 +132,29 @@ impl Library {
             }
             OutBuf::Into(_) => {}
         }
-        d.update(data);
+        if let Some(data) = data {
+            d.update(data);
+        }
         deliver(&d.finalize(), out)
     }
 
     /// C_DigestUpdate.
     pub fn digest_update(&self, h: CK_SESSION_HANDLE, data: &[u8]) -> Result<()> {
         self.session_slot(h)?;
-        self.with_session(h, |s| match s.op.as_mut() {
-            Some(Operation::Digest(d)) => {
-                d.update(data);
-                Ok(())
-            }
-            _ => err(CKR_OPERATION_NOT_INITIALIZED),
-        })
+        let op = self.take_op(h)?;
+        let Operation::Digest(mut d) = op else {
+            self.put_op(h, op);
+            return err(CKR_OPERATION_NOT_INITIALIZED);
+        };
+        self.enter_stage(h, Stage::Multi)?;
+        d.update(data);
+        self.put_op(h, Operation::Digest(d));
+        Ok(())
     }
 
     /// C_DigestFinal.
     pub fn digest_final(&self, h: CK_SESSION_HANDLE, out: OutBuf<'_>) -> Result<usize> {
-        self.digest(h, &[], out)
+        self.digest_finish(h, None, out)
     }
 
     fn card_key(
@@ -133,7 +229,10 @@ impl Library {
     pub fn sign_update(&self, h: CK_SESSION_HANDLE, data: &[u8]) -> Result<()> {
         self.session_slot(h)?;
         let r = self.with_session(h, |s| match s.op.as_mut() {
-            Some(Operation::Sign { op, .. }) => op.update(data),
+            Some(Operation::Sign { op, .. }) => {
+                self.enter_stage(h, Stage::Multi)?;
+                op.update(data)
+            }
             _ => err(CKR_OPERATION_NOT_INITIALIZED),
         });
         if let Err(e) = r {
@@ -166,6 +265,7 @@ impl Library {
             self.put_op(h, op);
             return err(CKR_OPERATION_NOT_INITIALIZED);
         };
+        self.enter_stage(h, Stage::of(data))?;
         let len = op.signature_len();
         let too_small = matches!(&out, OutBuf::Into(b) if b.len() < len);
         if matches!(out, OutBuf::Query) || too_small {
@@ -220,10 +320,23 @@ impl Library {
 
     /// C_Verify.
     pub fn verify(&self, h: CK_SESSION_HANDLE, data: &[u8], signature: &[u8]) -> Result<()> {
+        self.verify_finish(h, Some(data), signature)
+    }
+
+    /// C_Verify (`Some` data) or C_VerifyFinal (`None`): the operation ends either way.
+    fn verify_finish(
+        &self,
+        h: CK_SESSION_HANDLE,
+        data: Option<&[u8]>,
+        signature: &[u8],
+    ) -> Result<()> {
         self.session_slot(h)?;
         match self.take_op(h)? {
             Operation::Verify { mut op, key } => {
-                op.update(data)?;
+                self.enter_stage(h, Stage::of(data))?;
+                if let Some(data) = data {
+                    op.update(data)?;
+                }
                 op.verify(&key, signature)
             }
             other => {
@@ -233,18 +346,23 @@ impl Library {
         }
     }
 
-    /// C_VerifyUpdate.
+    /// C_VerifyUpdate: an error ends the operation.
     pub fn verify_update(&self, h: CK_SESSION_HANDLE, data: &[u8]) -> Result<()> {
         self.session_slot(h)?;
-        self.with_session(h, |s| match s.op.as_mut() {
-            Some(Operation::Verify { op, .. }) => op.update(data),
-            _ => err(CKR_OPERATION_NOT_INITIALIZED),
-        })
+        let op = self.take_op(h)?;
+        let Operation::Verify { mut op, key } = op else {
+            self.put_op(h, op);
+            return err(CKR_OPERATION_NOT_INITIALIZED);
+        };
+        self.enter_stage(h, Stage::Multi)?;
+        op.update(data)?;
+        self.put_op(h, Operation::Verify { op, key });
+        Ok(())
     }
 
     /// C_VerifyFinal.
     pub fn verify_final(&self, h: CK_SESSION_HANDLE, signature: &[u8]) -> Result<()> {
-        self.verify(h, &[], signature)
+        self.verify_finish(h, None, signature)
     }
 
     /// C_EncryptInit (on the host, with the public key).
