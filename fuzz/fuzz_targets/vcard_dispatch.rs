@@ -4,12 +4,15 @@
 #![no_main]
 use libfuzzer_sys::fuzz_target;
 use once_cell::sync::Lazy;
+use tessera_pkcs11::vcard::seal::KdfCost;
 use tessera_pkcs11::vcard::{Applet, CardState, Profile};
 
+// The test cost of the PIN/PUK hash: every VERIFY the fuzzer makes costs microseconds, not the
+// ~30 ms of a real card file.
 static FACTORY: Lazy<Vec<CardState>> = Lazy::new(|| {
     Profile::ALL
         .iter()
-        .map(|p| CardState::factory_for(*p, 12345678))
+        .map(|p| CardState::factory_with_cost(*p, 12345678, KdfCost::TEST).expect("factory card"))
         .collect()
 });
 

@@ -456,6 +456,11 @@ slow = [c for c in cmds if c["t1"] - c["t0"] > 1_500_000]
 silent = [c["id"] for c in slow if c not in waits]
 print("INFO\t%d command(s) said 'waiting for the card: another program is using it'; %d ran longer than 1.5 s; longest %.2f s\t" %
       (len(waits), len(slow), max(c["t1"] - c["t0"] for c in cmds) / 1e6))
-say(not silent, "every command that ran longer than 1.5 s said it was waiting for the card", " ".join(silent))
+# A command can also be slow without waiting for the card (a loaded machine: the PIN's slow hash,
+# process start-up), so this is reported, not judged; the "waiting" phase proves the notice
+# with a holder that keeps the card for seconds.
+if silent:
+    print("INFO\t%d command(s) ran longer than 1.5 s without waiting for the card's lock: %s\t" %
+          (len(silent), " ".join(silent)))
 EOF
 }

@@ -47,6 +47,13 @@ p11_ec_spki() {
     /EC_POINT:/ { p = $2 } /EC_PARAMS:/ { q = $2 } /^[ \t]+ID:/ { i = $2 }
     END { if (!found && p != "" && i == id) print p, q }')
   [ -n "$pt" ] && [ -n "$par" ] || { echo "p11_ec_spki: no EC public key with ID $id" >&2; return 1; }
+  p11_ec_spki_from "$pt" "$par"
+}
+
+# p11_ec_spki_from EC_POINT EC_PARAMS: the DER SubjectPublicKeyInfo of an EC key from the hex
+# that pkcs11-tool prints for a public key object (also in --keypairgen's own output)
+p11_ec_spki_from() {
+  local pt=$1 par=$2 alg bs body
   # EC_POINT is the DER OCTET STRING around the uncompressed point: drop its header
   case ${pt:2:1} in 8) pt=${pt:$((4 + 2 * (16#${pt:3:1})))} ;; *) pt=${pt:4} ;; esac
   alg="06072a8648ce3d0201$par" # id-ecPublicKey + the curve OID
