@@ -697,3 +697,35 @@ fn no_input_panics() {
         assert!(out.response.len() >= 2);
     }
 }
+
+#[test]
+fn the_in_process_transport_presents_the_idprime_card() {
+    use crate::card::apdu::{exchange, Command};
+    use crate::card::Transport;
+    use crate::vcard::{CardFile, VirtualTransport};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("idprime.json");
+    let mut state =
+        CardState::factory_with_cost(Default::default(), SERIAL, KdfCost::TEST).unwrap();
+    state.kind = CardKind::IdPrime;
+    state.idprime = Some(card().state);
+    CardFile::create(&path, &state).unwrap();
+    let mut t = VirtualTransport::open(&path).unwrap();
+    assert_eq!(t.atr(), &Model::Idp3810.atr()[..]);
+    t.transaction(&mut |ch| {
+        assert!(
+            !ch.extended_length(),
+            "the T=0 ATR announces no extended length"
+        );
+        let r = exchange(ch, &Command::new(0xA4, 0x04, 0x0C).with_data(&AID))?;
+        assert!(r.sw.is_success());
+        // The FCI comes through 61xx + GET RESPONSE, which the card I/O layer follows.
+        let r = exchange(ch, &Command::new(0xA4, 0x08, 0x00).with_data(&[0x01, 0x01]))?;
+        assert!(r.sw.is_success());
+        assert_eq!(&r.data[..4], &[0x62, 0x0B, 0x80, 0x02]);
+        let r = exchange(ch, &Command::new(0x20, 0x00, 0x11))?;
+        assert_eq!(u16::from(r.sw), 0x63C3);
+        Ok(())
+    })
+    .unwrap();
+}
