@@ -19,10 +19,6 @@ static CARDS: Lazy<Vec<IdPrimeState>> = Lazy::new(|| {
     };
     let rsa = ecert(KeyAlgorithm::Rsa2048);
     let ec = ecert(KeyAlgorithm::EccP256);
-    let pair = |e: &(Vec<u8>, Vec<u8>)| ECert {
-        key: &e.0,
-        certificate: &e.1,
-    };
     let make = |model, ecerts: &[ECert<'_>]| {
         IdPrimeState::personalized(model, 1, ecerts, CertificateFormat::Compressed, KdfCost::TEST)
             .expect("personalised")
@@ -32,6 +28,13 @@ static CARDS: Lazy<Vec<IdPrimeState>> = Lazy::new(|| {
         make(Model::Idp940, &[pair(&rsa), pair(&ec)]),
     ]
 });
+
+fn pair(e: &(Vec<u8>, Vec<u8>)) -> ECert<'_> {
+    ECert {
+        key: &e.0,
+        certificate: &e.1,
+    }
+}
 
 const SELECT: [u8; 16] = [
     0x00, 0xA4, 0x04, 0x0C, 0x0B, 0xA0, 0x00, 0x00, 0x00, 0x18, 0x80, 0x00, 0x00, 0x00, 0x06, 0x62,
