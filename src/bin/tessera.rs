@@ -215,6 +215,33 @@ enum VcardCommand {
             )
         )]
         profile: vcard::Profile,
+        /// The card application: piv, or idprime (a Thales IDPrime card personalised as an
+        /// issuer would: factory PIN 0000, the e-Certs of --personalize).
+        #[arg(
+            long,
+            value_name = "KIND",
+            default_value = "piv",
+            value_parser = clap::builder::TypedValueParser::try_map(
+                clap::builder::PossibleValuesParser::new(vcard::CardKind::ALL.map(vcard::CardKind::name)),
+                |name| name.parse::<vcard::CardKind>(),
+            )
+        )]
+        kind: vcard::CardKind,
+        /// IDPrime: an e-Cert (.p12, its password from --password-file) for the next key
+        /// container (kxc00, kxc01, …); repeat for several e-Certs.
+        #[arg(long, value_name = "P12")]
+        personalize: Vec<PathBuf>,
+        /// IDPrime: the model the card presents: 3810 (IDPrime MD 3810) or 940.
+        #[arg(
+            long,
+            value_name = "MODEL",
+            default_value = "3810",
+            value_parser = clap::builder::TypedValueParser::try_map(
+                clap::builder::PossibleValuesParser::new(vcard::idprime::model::Model::ALL.map(vcard::idprime::model::Model::name)),
+                |name| name.parse::<vcard::idprime::model::Model>(),
+            )
+        )]
+        model: vcard::idprime::model::Model,
     },
     /// Insert the card into pcscd's vpcd reader until SIGTERM/SIGINT.
     ///
@@ -558,13 +585,29 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
                 &mut std::io::stdout(),
             );
         }
-        Command::Vcard(VcardCommand::Init { file, profile }) => {
+        Command::Vcard(VcardCommand::Init {
+            file,
+            profile,
+            kind,
+            personalize,
+            model,
+        }) => {
             let serial = match &opts.serial {
                 Some(s) => s
                     .parse::<u32>()
                     .map_err(|_| format!("--serial must be a number, not {s}"))?,
                 None => rand::random::<u32>() % 90_000_000 + 10_000_000,
             };
+            if kind == vcard::CardKind::IdPrime {
+                return init_idprime(&opts, &file, serial, model, &personalize);
+            }
+            if !personalize.is_empty() {
+                return Err(
+                    "--personalize is for --kind idprime (a PIV card takes e-Certs \
+                            with `tessera import`)"
+                        .into(),
+                );
+            }
             CardFile::create(&file, &CardState::factory_for(profile, serial))?;
             println!(
                 "created virtual PIV card {} (serial {serial}, profile {profile}: {})",
@@ -580,6 +623,65 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             vcard::vpcd::serve(&file, &vpcd, stop, once)?;
         }
     }
+    Ok(())
+}
+
+/// `tessera vcard init --kind idprime`: reads each e-Cert's .p12 (one password for all, from
+/// --password-file or a prompt), personalises an IDPrime card with them and creates the file.
+fn init_idprime(
+    opts: &Options,
+    file: &std::path::Path,
+    serial: u32,
+    model: vcard::idprime::model::Model,
+    personalize: &[PathBuf],
+) -> Result<(), Box<dyn std::error::Error>> {
+    use vcard::idprime::{self, state::card_id};
+    let mut p12s = Vec::new();
+    if !personalize.is_empty() {
+        let what = match personalize {
+            [one] => format!("password for {}", one.display()),
+            _ => "password for the .p12 files".to_owned(),
+        };
+        let password = secret::read(&what, opts.password_file.as_deref(), false)?;
+        for path in personalize {
+            p12s.push(manager::p12::read(path, &password)?);
+        }
+    }
+    let ecerts: Vec<idprime::ECert<'_>> = p12s
+        .iter()
+        .map(|p| idprime::ECert {
+            key: &p.key,
+            certificate: &p.certificate,
+        })
+        .collect();
+    let card = idprime::IdPrimeState::personalized(
+        model,
+        serial,
+        &ecerts,
+        idprime::CertificateFormat::Compressed,
+        vcard::seal::KdfCost::DEFAULT,
+    )?;
+    let mut state = CardState::factory(serial);
+    state.kind = vcard::CardKind::IdPrime;
+    let keys: Vec<String> = card
+        .keys
+        .iter()
+        .map(|(r, k)| format!("kxc{:02} key 0x{r:02X}", k.container))
+        .collect();
+    state.idprime = Some(card);
+    CardFile::create(file, &state)?;
+    println!(
+        "created virtual IDPrime card {} ({}, serial {serial}, card id {}; factory PIN 0000, {} tries; {})",
+        file.display(),
+        model.product(),
+        hex::encode(card_id(serial)),
+        vcard::idprime::model::PIN_TRIES,
+        if keys.is_empty() {
+            "no e-Cert".to_owned()
+        } else {
+            keys.join(", ")
+        }
+    );
     Ok(())
 }
 

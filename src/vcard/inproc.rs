@@ -1,11 +1,11 @@
 //! The virtual card reached in-process: a [`Transport`] whose APDUs run the applet directly
 //! against the state file. A PC/SC transaction becomes holding the file lock, so another
 //! process using the same card file waits, as it would behind pcscd. The card presents its
-//! profile's ATR, and extended length is used only when that ATR announces it, as the PC/SC
+//! kind's ATR (PIV profile or IDPrime model), and extended length is used only when that ATR announces it, as the PC/SC
 //! transport decides. Faults that tests need (a reset by "another process", a removed card) are
 //! injected here.
 
-use super::piv::Applet;
+use super::kind::{self, CardApplet};
 use super::store::CardFile;
 use crate::card::{CardError, Channel, TransactionOp, Transport};
 use std::path::Path;
@@ -13,7 +13,7 @@ use std::path::Path;
 /// The card as seen inside a transaction.
 struct Session {
     file: CardFile,
-    applet: Applet,
+    applet: CardApplet,
     /// Whether the ATR announces extended Lc/Le.
     extended: bool,
 }
@@ -45,11 +45,12 @@ impl VirtualTransport {
     /// Opens the card file at `path`.
     pub fn open(path: &Path) -> Result<Self, CardError> {
         let mut file = CardFile::open(path)?;
-        let atr = file.read(|state| (state.atr(), false))?;
+        let (atr, applet) =
+            file.read(|state| ((kind::atr(state), CardApplet::for_state(state)), false))?;
         Ok(Self {
             session: Session {
                 file,
-                applet: Applet::new(),
+                applet,
                 extended: crate::card::atr::supports_extended_length(&atr),
             },
             atr,

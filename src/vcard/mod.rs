@@ -1,12 +1,15 @@
 //! The virtual card: a complete PIV applet (SP 800-73-4 plus the YubiKey extensions) in
-//! software, behaving like one of several real card families (its [`Profile`]), its persistent
+//! software, behaving like one of several real card families (its [`Profile`]), or a Thales
+//! IDPrime card as OpenSC's idprime driver knows it (its [`CardKind`]), its persistent
 //! state in one file, and the two ways to reach it — in-process as a
 //! [`crate::card::Transport`] and over pcscd's vpcd driver. It is the embedded default card and
 //! the test bench's fault injector; it shares no code with the host-side PIV driver on purpose,
 //! so that one cannot hide the other's mistakes.
 
 pub mod crypto;
+pub mod idprime;
 pub mod inproc;
+pub mod kind;
 pub mod piv;
 pub mod profile;
 pub mod seal;
@@ -15,6 +18,7 @@ pub mod store;
 pub mod vpcd;
 
 pub use inproc::VirtualTransport;
+pub use kind::{CardApplet, CardKind};
 pub use piv::Applet;
 pub use profile::Profile;
 pub use state::CardState;

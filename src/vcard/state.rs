@@ -329,6 +329,13 @@ pub struct CardState {
     /// Private keys by slot (9A, 9C, 9D, 9E, 82–95, F9).
     #[serde(with = "hex_map", default)]
     pub keys: BTreeMap<u8, SlotKey>,
+    /// The card application the card carries (files from before IDPrime: piv). On an IDPrime
+    /// card the PIV fields above are an unused factory image.
+    #[serde(default)]
+    pub kind: super::kind::CardKind,
+    /// The IDPrime card's own state, on cards of kind idprime.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idprime: Option<super::idprime::IdPrimeState>,
 }
 
 impl CardState {
@@ -420,6 +427,8 @@ impl CardState {
             objects,
             protected_objects: BTreeMap::new(),
             keys: BTreeMap::new(),
+            kind: super::kind::CardKind::Piv,
+            idprime: None,
         })
     }
 
@@ -746,6 +755,8 @@ impl LegacyCard {
             objects: std::mem::take(&mut self.objects),
             protected_objects: BTreeMap::new(),
             keys: BTreeMap::new(),
+            kind: super::kind::CardKind::Piv,
+            idprime: None,
         };
         if let Some(object) = protected {
             state

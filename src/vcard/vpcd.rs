@@ -1,11 +1,12 @@
 //! The virtual card attached to pcscd through the vsmartcard `vpcd` reader driver. The driver
 //! listens; we connect and answer frames (2-byte big-endian length, then payload). A one-byte
 //! payload is a control code (0 power off, 1 power on, 2 reset, 4 send ATR); anything else is a
-//! command APDU answered by exactly one response. The ATR is the card profile's. Debian's vpcd writes header and payload in
-//! two segments without TCP_NODELAY, so TCP_QUICKACK is re-armed before every read (else each
-//! APDU stalls ~44 ms on delayed ACKs).
+//! command APDU answered by exactly one response. The ATR and the applet are those of the card's
+//! kind (PIV profile or IDPrime model). Debian's vpcd writes header and payload in two segments
+//! without TCP_NODELAY, so TCP_QUICKACK is re-armed before every read (else each APDU stalls
+//! ~44 ms on delayed ACKs).
 
-use super::piv::Applet;
+use super::kind::{self, CardApplet};
 use super::store::CardFile;
 use crate::card::CardError;
 use std::io::{self, Read, Write};
@@ -68,8 +69,8 @@ fn write_frame(stream: &mut TcpStream, payload: &[u8]) -> io::Result<()> {
 /// `once` is true, until the reader closes the connection. Reconnects when pcscd restarts.
 pub fn serve(path: &Path, addr: &str, stop: Arc<AtomicBool>, once: bool) -> Result<(), CardError> {
     let mut file = CardFile::open(path)?;
-    let mut applet = Applet::new();
-    let atr = file.read(|state| (state.atr(), false))?;
+    let (atr, mut applet) =
+        file.read(|state| ((kind::atr(state), CardApplet::for_state(state)), false))?;
     let mut announced = false;
     while !stop.load(Ordering::SeqCst) {
         let mut stream = match TcpStream::connect(addr) {
@@ -120,7 +121,7 @@ pub fn serve(path: &Path, addr: &str, stop: Arc<AtomicBool>, once: bool) -> Resu
 fn session(
     stream: &mut TcpStream,
     file: &mut CardFile,
-    applet: &mut Applet,
+    applet: &mut CardApplet,
     atr: &[u8],
 ) -> io::Result<()> {
     let mut buf = Vec::new();
