@@ -4,11 +4,13 @@
 
 pub mod apdu;
 pub mod atr;
+pub mod connector;
 pub mod pcsc;
 pub mod sw;
 pub mod tlv;
 
 pub use apdu::{exchange, Command, Response};
+pub use connector::{Connector, Connectors, Location, ReaderInfo};
 pub use sw::StatusWord;
 
 /// Errors from talking to a card.

@@ -4,6 +4,7 @@
 //! `LeaveCard`. A reset by another process is answered by reconnecting without reset and
 //! reporting [`CardError::Reset`] once.
 
+use super::connector::{Connector, Location};
 use super::{atr, CardError, Channel, TransactionOp, Transport};
 pub use ::pcsc::Context;
 use ::pcsc::{Card, Disposition, Protocols, ReaderState, Scope, ShareMode, State};
@@ -228,5 +229,112 @@ impl Transport for PcscTransport {
 
     fn name(&self) -> &str {
         &self.name
+    }
+}
+
+/// How long reader states from pcscd are reused: calls that send no APDU (NSS polls
+/// C_GetTokenInfo constantly) then cost no pcscd round trip either. A card pulled within that
+/// window is noticed by its next APDU.
+const READER_STATE_TTL: Duration = Duration::from_millis(100);
+
+/// The readers of the PC/SC service (pcscd) as a [`Connector`]. The context is established
+/// when first needed and again after pcscd went away; it is shared by every card's
+/// connection but held only for listing and connecting, never for a card's transaction.
+#[derive(Default)]
+pub struct PcscConnector {
+    ctx: parking_lot::Mutex<Option<Context>>,
+    cache: parking_lot::Mutex<Option<(std::time::Instant, Vec<ReaderInfo>)>>,
+}
+
+impl PcscConnector {
+    /// A connector that has not contacted pcscd yet.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn context(&self) -> Option<Context> {
+        let mut ctx = self.ctx.lock();
+        if ctx.is_none() {
+            *ctx = establish().ok();
+        }
+        ctx.clone()
+    }
+
+    fn readers_now(&self) -> Option<Vec<ReaderInfo>> {
+        let ctx = self.context()?;
+        match readers(&ctx) {
+            Ok(r) => {
+                *self.cache.lock() = Some((std::time::Instant::now(), r.clone()));
+                Some(r)
+            }
+            Err(e) => {
+                log::debug!("pcsc readers: {e}");
+                *self.ctx.lock() = None;
+                *self.cache.lock() = None;
+                None
+            }
+        }
+    }
+}
+
+fn located(r: ReaderInfo) -> super::connector::ReaderInfo {
+    super::connector::ReaderInfo {
+        location: Location::Reader(r.name),
+        card_present: r.card_present,
+        atr: r.atr,
+    }
+}
+
+impl Connector for PcscConnector {
+    fn readers(&self) -> Option<Vec<super::connector::ReaderInfo>> {
+        let cached = self
+            .cache
+            .lock()
+            .as_ref()
+            .filter(|(at, _)| at.elapsed() < READER_STATE_TTL)
+            .map(|(_, r)| r.clone());
+        let list = match cached {
+            Some(r) => r,
+            None => self.readers_now()?,
+        };
+        Some(list.into_iter().map(located).collect())
+    }
+
+    fn connect(&self, location: &Location) -> Result<Box<dyn Transport>, CardError> {
+        let Location::Reader(name) = location else {
+            return Err(CardError::NoCard);
+        };
+        let ctx = self.context().ok_or(CardError::NoCard)?;
+        let cname = CString::new(name.clone()).map_err(|_| CardError::NoCard)?;
+        Ok(Box::new(PcscTransport::connect(&ctx, &cname)?))
+    }
+
+    fn wait_for_change(&self, watch: &[super::connector::ReaderInfo], timeout: Duration) -> bool {
+        let watch: Vec<ReaderInfo> = watch
+            .iter()
+            .filter_map(|r| match &r.location {
+                Location::Reader(name) => Some(ReaderInfo {
+                    name: name.clone(),
+                    card_present: r.card_present,
+                    atr: r.atr.clone(),
+                }),
+                Location::File(_) => None,
+            })
+            .collect();
+        let Some(ctx) = self.ctx.lock().clone() else {
+            return false;
+        };
+        if watch.is_empty() {
+            return false;
+        }
+        let _ = wait_for_change(&ctx, &watch, Some(timeout));
+        *self.cache.lock() = None;
+        true
+    }
+
+    fn cancel(&self) {
+        if let Some(ctx) = self.ctx.lock().as_ref() {
+            let _ = ctx.cancel();
+        }
     }
 }

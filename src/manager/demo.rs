@@ -16,8 +16,8 @@ use super::{
 };
 use super::{Options, Result};
 use crate::applet::piv::KeySlot;
+use crate::token::Location;
 use crate::token::mechanism::PublicKey;
-use crate::token::slot::Source;
 use crate::token::{library, MechParam, Mechanism, OutBuf};
 use crate::vcard::{CardFile, CardState};
 use cryptoki_sys::*;
@@ -340,7 +340,7 @@ fn open_virtual(path: &Path) -> Result<CardSession> {
     super::start(&opts)?;
     let slot = super::with(|lib| {
         for slot in lib.slot_list(true)? {
-            if let Ok(Source::Virtual(p)) = lib.slot_source(slot) {
+            if let Ok(Location::File(p)) = lib.slot_location(slot) {
                 if p == path {
                     return Ok(Some(slot));
                 }

@@ -6,7 +6,7 @@
 //! the "waiting" notice and the bounded wait. A killed holder releases it with its process.
 
 use super::{ManagerError, Result};
-use crate::token::slot::Source;
+use crate::token::Location;
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -23,14 +23,14 @@ pub struct ChangeLock {
 
 /// The lock file of a card source: beside a virtual card's file; for a reader, in the user's
 /// runtime directory (`$XDG_RUNTIME_DIR/tessera`, else a private directory under /tmp).
-pub fn lock_path(source: &Source) -> Result<PathBuf> {
+pub fn lock_path(source: &Location) -> Result<PathBuf> {
     match source {
-        Source::Virtual(path) => {
+        Location::File(path) => {
             let mut name = path.clone().into_os_string();
             name.push(".change");
             Ok(PathBuf::from(name))
         }
-        Source::Reader(reader) => {
+        Location::Reader(reader) => {
             let dir = private_dir()?;
             let safe: String = reader
                 .chars()
@@ -81,7 +81,7 @@ fn io_error(path: &Path, e: std::io::Error) -> ManagerError {
 
 /// Takes the card's change lock, waiting at most `wait`; says [`WAITING`] (through `notice`)
 /// once the wait passes a second. Gives up with a message saying nothing was changed.
-pub fn acquire(source: &Source, wait: Duration, notice: &dyn Fn(&str)) -> Result<ChangeLock> {
+pub fn acquire(source: &Location, wait: Duration, notice: &dyn Fn(&str)) -> Result<ChangeLock> {
     let path = lock_path(source)?;
     let file = OpenOptions::new()
         .create(true)
@@ -125,7 +125,7 @@ mod tests {
     #[test]
     fn a_second_holder_waits_says_so_and_gives_up() {
         let dir = tempfile::tempdir().unwrap();
-        let source = Source::Virtual(dir.path().join("card.json"));
+        let source = Location::File(dir.path().join("card.json"));
         let first = acquire(&source, Duration::from_secs(1), &|_| {}).unwrap();
         let said = Cell::new(0);
         let start = Instant::now();

@@ -198,7 +198,7 @@ pub fn start(opts: &Options) -> Result<()> {
     }
     // The manager sees each card whole in one token, card authentication (9E) included.
     library::set_card_auth_tokens(false);
-    match library::initialize() {
+    match library::initialize(crate::vcard::standard_connectors()) {
         Ok(()) => Ok(()),
         Err(e) if e.rv() == CKR_CRYPTOKI_ALREADY_INITIALIZED => Ok(()),
         Err(e) => Err(e.into()),
@@ -334,7 +334,7 @@ pub fn virtual_card_problem(path: &std::path::Path) -> Option<String> {
 /// first (waiting as [`lock::acquire`] says), then proves the cached contents current.
 pub fn open_for_change(opts: &Options) -> Result<CardSession> {
     let mut card = open(opts)?;
-    let source = with(|lib| lib.slot_source(card.slot))?;
+    let source = with(|lib| lib.slot_location(card.slot))?;
     let notice = |m: &str| {
         use std::io::Write as _;
         let _ = writeln!(std::io::stderr(), "{m}");

@@ -53,7 +53,7 @@ cryptoki_fn! {
             let args = unsafe { raw::read(pInitArgs.cast::<CK_C_INITIALIZE_ARGS>().cast_const()) }?;
             check_init_args(&args)?;
         }
-        library::initialize()
+        library::initialize(crate::vcard::standard_connectors())
     }
 }
 

@@ -12,7 +12,7 @@ use super::session::{Handle, Operation, Session, SessionObject};
 use super::slot::{Login, Part, Slot, SlotState, Source};
 use super::{attr, Error, OutBuf, Result};
 use crate::applet::piv::{self, PinStatus};
-use crate::card::pcsc;
+use crate::card::{Connectors, Location, ReaderInfo};
 use cryptoki_sys::*;
 use parking_lot::{Mutex, RwLock};
 use std::collections::HashMap;
@@ -64,7 +64,8 @@ impl Handles {
 /// The initialised library.
 pub struct Library {
     slots: RwLock<Vec<Arc<Slot>>>,
-    pcsc: Mutex<Option<pcsc::Context>>,
+    /// Where cards are found (chosen by the program that initialises the library).
+    connectors: Connectors,
     sessions: Mutex<HashMap<CK_SESSION_HANDLE, Session>>,
     next_session: Mutex<CK_SESSION_HANDLE>,
     handles: Mutex<Handles>,
@@ -72,7 +73,6 @@ pub struct Library {
     /// Whether each session's operation was continued by single-part or multi-part calls.
     stages: Mutex<HashMap<CK_SESSION_HANDLE, operations::Stage>>,
     presence: Mutex<HashMap<CK_SLOT_ID, bool>>,
-    reader_cache: Mutex<Option<(std::time::Instant, Vec<pcsc::ReaderInfo>)>>,
     cancelled: AtomicBool,
     /// Each card shows a separate card-authentication token (decided at C_Initialize).
     card_auth_tokens: bool,
@@ -103,13 +103,11 @@ fn card_auth_tokens() -> bool {
     }
 }
 
-/// How long reader states from pcscd are reused by calls that send no APDU.
-const READER_STATE_TTL: Duration = Duration::from_millis(100);
 static LIBRARY: RwLock<Global> = RwLock::new(None);
 
-/// C_Initialize: creates the library (CKR_CRYPTOKI_ALREADY_INITIALIZED when it exists in this
-/// process).
-pub fn initialize() -> Result<()> {
+/// C_Initialize: creates the library finding cards through `connectors`, in order
+/// (CKR_CRYPTOKI_ALREADY_INITIALIZED when it exists in this process).
+pub fn initialize(connectors: Connectors) -> Result<()> {
     let mut lib = LIBRARY.write();
     let pid = std::process::id();
     match lib.take() {
@@ -124,7 +122,7 @@ pub fn initialize() -> Result<()> {
         Some(inherited) => std::mem::forget(inherited),
         None => {}
     }
-    *lib = Some((pid, Arc::new(Library::new())));
+    *lib = Some((pid, Arc::new(Library::new(connectors))));
     Ok(())
 }
 
@@ -141,8 +139,8 @@ pub fn finalize() -> Result<()> {
         }
     };
     taken.cancelled.store(true, Ordering::SeqCst);
-    if let Some(ctx) = taken.pcsc.lock().as_ref() {
-        let _ = ctx.cancel();
+    for c in &taken.connectors {
+        c.cancel();
     }
     // A card this process logged in stays verified for every other program until it is
     // reset: log each one out, as the last C_CloseSession would have.
@@ -220,80 +218,44 @@ fn add_card_slots(slots: &mut Vec<Arc<Slot>>, source: Source, separate: bool) {
 }
 
 impl Library {
-    fn new() -> Self {
+    fn new(connectors: Connectors) -> Self {
         let lib = Self {
             slots: RwLock::new(Vec::new()),
-            pcsc: Mutex::new(None),
+            connectors,
             sessions: Mutex::new(HashMap::new()),
             next_session: Mutex::new(0),
             handles: Mutex::new(Handles::default()),
             session_objects: Mutex::new(HashMap::new()),
             stages: Mutex::new(HashMap::new()),
             presence: Mutex::new(HashMap::new()),
-            reader_cache: Mutex::new(None),
             cancelled: AtomicBool::new(false),
             card_auth_tokens: card_auth_tokens(),
         };
-        {
-            let mut slots = lib.slots.write();
-            for path in crate::vcard::configured_paths() {
-                add_card_slots(&mut slots, Source::Virtual(path), lib.card_auth_tokens);
-            }
-        }
         lib.refresh_readers();
         lib
     }
 
-    /// Reader states, at most [`READER_STATE_TTL`] old: calls that send no APDU (NSS polls
-    /// C_GetTokenInfo constantly) then cost no pcscd round trip either. A card pulled within
-    /// that window is noticed by its next APDU (CKR_DEVICE_REMOVED).
-    fn readers(&self) -> Option<Vec<pcsc::ReaderInfo>> {
-        if let Some((at, states)) = self.reader_cache.lock().as_ref() {
-            if at.elapsed() < READER_STATE_TTL {
-                return Some(states.clone());
+    /// Every connector's readers (those of a connector that cannot be reached are left out),
+    /// with a slot appended for each reader not seen before (slot IDs never move).
+    fn refresh_readers(&self) -> Vec<ReaderInfo> {
+        let mut all = Vec::new();
+        for connector in &self.connectors {
+            let Some(readers) = connector.readers() else {
+                continue;
+            };
+            let mut slots = self.slots.write();
+            for r in &readers {
+                if !slots.iter().any(|s| s.source.location == r.location) {
+                    let source = Source {
+                        location: r.location.clone(),
+                        connector: Arc::clone(connector),
+                    };
+                    add_card_slots(&mut slots, source, self.card_auth_tokens);
+                }
             }
+            all.extend(readers);
         }
-        self.readers_now()
-    }
-
-    /// Reader states from pcscd now (IPC, never an APDU); `None` when pcscd is unreachable.
-    fn readers_now(&self) -> Option<Vec<pcsc::ReaderInfo>> {
-        let mut ctx = self.pcsc.lock();
-        if ctx.is_none() {
-            *ctx = pcsc::establish().ok();
-        }
-        let c = ctx.as_ref()?;
-        match pcsc::readers(c) {
-            Ok(r) => {
-                *self.reader_cache.lock() = Some((std::time::Instant::now(), r.clone()));
-                Some(r)
-            }
-            Err(e) => {
-                log::debug!("pcsc readers: {e}");
-                *ctx = None;
-                *self.reader_cache.lock() = None;
-                None
-            }
-        }
-    }
-
-    /// Appends a slot for each reader not seen before (slot IDs never move).
-    fn refresh_readers(&self) -> Option<Vec<pcsc::ReaderInfo>> {
-        let readers = self.readers_now()?;
-        let mut slots = self.slots.write();
-        for r in &readers {
-            let known = slots
-                .iter()
-                .any(|s| s.source == Source::Reader(r.name.clone()));
-            if !known {
-                add_card_slots(
-                    &mut slots,
-                    Source::Reader(r.name.clone()),
-                    self.card_auth_tokens,
-                );
-            }
-        }
-        Some(readers)
+        all
     }
 
     fn slot(&self, id: CK_SLOT_ID) -> Result<Arc<Slot>> {
@@ -306,20 +268,7 @@ impl Library {
     }
 
     /// Updates presence; drops a card that went away. Returns whether one is present.
-    fn present(
-        &self,
-        slot: &Slot,
-        state: &mut SlotState,
-        readers: Option<&[pcsc::ReaderInfo]>,
-    ) -> bool {
-        let owned;
-        let readers = match (&slot.source, readers) {
-            (Source::Reader(_), None) => {
-                owned = self.readers();
-                owned.as_deref()
-            }
-            (_, r) => r,
-        };
+    fn present(&self, slot: &Slot, state: &mut SlotState, readers: Option<&[ReaderInfo]>) -> bool {
         let present = slot.card_present(readers);
         if !present && state.card.is_some() {
             state.card_gone();
@@ -328,11 +277,7 @@ impl Library {
     }
 
     /// Locks a slot's state with a present, read card (CKR_TOKEN_NOT_PRESENT otherwise).
-    fn with_card<R>(
-        &self,
-        slot: &Slot,
-        f: impl FnOnce(&mut SlotState, Option<&pcsc::Context>) -> Result<R>,
-    ) -> Result<R> {
+    fn with_card<R>(&self, slot: &Slot, f: impl FnOnce(&mut SlotState) -> Result<R>) -> Result<R> {
         self.with_card_checked(slot, false, f)
     }
 
@@ -343,7 +288,7 @@ impl Library {
     fn with_current_card<R>(
         &self,
         slot: &Slot,
-        f: impl FnOnce(&mut SlotState, Option<&pcsc::Context>) -> Result<R>,
+        f: impl FnOnce(&mut SlotState) -> Result<R>,
     ) -> Result<R> {
         self.with_card_checked(slot, true, f)
     }
@@ -352,21 +297,18 @@ impl Library {
         &self,
         slot: &Slot,
         check: bool,
-        f: impl FnOnce(&mut SlotState, Option<&pcsc::Context>) -> Result<R>,
+        f: impl FnOnce(&mut SlotState) -> Result<R>,
     ) -> Result<R> {
         let mut state = slot.state.lock();
         if !self.present(slot, &mut state, None) {
             return err(CKR_TOKEN_NOT_PRESENT);
         }
-        let ctx = self.pcsc.lock();
         let cached = state.card.is_some();
-        state.card(&slot.source, ctx.as_ref())?;
+        state.card(&slot.source)?;
         if check && cached {
-            state.transact(&slot.source, ctx.as_ref(), false, |ch, card| {
-                card.revalidate(ch)
-            })?;
+            state.transact(&slot.source, false, |ch, card| card.revalidate(ch))?;
         }
-        f(&mut state, ctx.as_ref())
+        f(&mut state)
     }
 
     /// Checks that `h` is an open session of a card still present, before the call's other
@@ -466,7 +408,7 @@ impl Library {
         if slot_id != slot.id {
             return err(invalid);
         }
-        self.with_card(slot, |state, _| {
+        self.with_card(slot, |state| {
             let login = state.login;
             let card = state
                 .card
@@ -492,7 +434,7 @@ impl Library {
         let mut out = Vec::new();
         for slot in slots {
             let mut state = slot.state.lock();
-            if !token_present || self.present(&slot, &mut state, readers.as_deref()) {
+            if !token_present || self.present(&slot, &mut state, Some(&readers)) {
                 out.push(slot.id);
             }
         }
@@ -512,7 +454,7 @@ impl Library {
         if present {
             flags |= CKF_TOKEN_PRESENT;
         }
-        if matches!(slot.source, Source::Reader(_)) {
+        if matches!(slot.source.location, Location::Reader(_)) {
             flags |= CKF_HW_SLOT;
         }
         let version = CK_VERSION { major: 0, minor: 0 };
@@ -534,7 +476,7 @@ impl Library {
             let all: Vec<_> = mine.collect();
             (all.len(), all.iter().filter(|s| s.rw).count())
         };
-        self.with_card(&slot, |state, _| {
+        self.with_card(&slot, |state| {
             let card = state
                 .card
                 .as_ref()
@@ -592,7 +534,7 @@ impl Library {
             let readers = self.refresh_readers();
             let slots = self.slots.read().clone();
             for slot in &slots {
-                let now = slot.card_present(readers.as_deref());
+                let now = slot.card_present(Some(&readers));
                 let mut seen = self.presence.lock();
                 let before = seen.insert(slot.id, now);
                 if before.is_some_and(|b| b != now) || (before.is_none() && now) {
@@ -602,13 +544,22 @@ impl Library {
             if dont_block {
                 return err(CKR_NO_EVENT);
             }
-            // Block on pcscd when there are readers (C_Finalize cancels it); poll virtual cards.
-            let ctx = self.pcsc.lock().clone();
-            match (ctx, readers) {
-                (Some(ctx), Some(r)) if !r.is_empty() => {
-                    let _ = pcsc::wait_for_change(&ctx, &r, Some(Duration::from_millis(500)));
-                }
-                _ => std::thread::sleep(Duration::from_millis(200)),
+            // Block on a connector that can wait for events (pcscd: C_Finalize cancels it);
+            // poll otherwise (virtual cards).
+            let waited = self.connectors.iter().any(|c| {
+                let mine: Vec<ReaderInfo> = readers
+                    .iter()
+                    .filter(|r| {
+                        slots.iter().any(|s| {
+                            s.source.location == r.location && Arc::ptr_eq(&s.source.connector, c)
+                        })
+                    })
+                    .cloned()
+                    .collect();
+                !mine.is_empty() && c.wait_for_change(&mine, Duration::from_millis(500))
+            });
+            if !waited {
+                std::thread::sleep(Duration::from_millis(200));
             }
         }
     }
@@ -638,7 +589,7 @@ impl Library {
         }
         let slot = self.slot(slot_id)?;
         let rw = flags & CKF_RW_SESSION != 0;
-        let generation = self.with_current_card(&slot, |state, _| {
+        let generation = self.with_current_card(&slot, |state| {
             if state.login == Login::So && !rw {
                 return err(CKR_SESSION_READ_WRITE_SO_EXISTS);
             }
@@ -709,11 +660,8 @@ impl Library {
         state.so_puk = None;
         if state.login != Login::Public {
             state.login = Login::Public;
-            let ctx = self.pcsc.lock();
             // VERIFY P1=FF drops the card's PIN verification (SP 800-73-4 part 2 §3.2.1).
-            let _ = state.transact(&slot.source, ctx.as_ref(), false, |ch, _| {
-                piv::unverify_pin(ch)
-            });
+            let _ = state.transact(&slot.source, false, |ch, _| piv::unverify_pin(ch));
         }
     }
 
@@ -759,14 +707,14 @@ impl Library {
     }
 
     fn login_user(&self, slot: &Slot, pin: &[u8]) -> Result<()> {
-        self.with_card(slot, |state, ctx| {
+        self.with_card(slot, |state| {
             match state.login {
                 Login::User => return err(CKR_USER_ALREADY_LOGGED_IN),
                 Login::So => return err(CKR_USER_ANOTHER_ALREADY_LOGGED_IN),
                 Login::Public => {}
             }
             check_pin_format(pin)?;
-            let status = state.transact(&slot.source, ctx, false, |ch, card| {
+            let status = state.transact(&slot.source, false, |ch, card| {
                 let status = piv::verify_pin(ch, Some(pin))?;
                 card.pin.record(status);
                 if status == PinStatus::Verified && card.contents.pending.is_some() {
@@ -788,7 +736,7 @@ impl Library {
     }
 
     fn login_so(&self, slot: &Slot, puk: &[u8]) -> Result<()> {
-        self.with_card(slot, |state, ctx| {
+        self.with_card(slot, |state| {
             match state.login {
                 Login::So => return err(CKR_USER_ALREADY_LOGGED_IN),
                 Login::User => return err(CKR_USER_ANOTHER_ALREADY_LOGGED_IN),
@@ -797,7 +745,7 @@ impl Library {
             check_pin_format(puk)?;
             // PIV cannot VERIFY the PUK: changing it to itself proves it (a wrong one spends a
             // PUK try, as a wrong login should).
-            let status = state.transact(&slot.source, ctx, false, |ch, card| {
+            let status = state.transact(&slot.source, false, |ch, card| {
                 let status = piv::admin::change_reference(ch, piv::key_ref::PUK, puk, puk)?;
                 card.puk.record(status);
                 Ok(status)
@@ -820,12 +768,12 @@ impl Library {
             Some(false) => return err(CKR_OPERATION_NOT_INITIALIZED),
             Some(true) => {}
         }
-        self.with_card(slot, |state, ctx| {
+        self.with_card(slot, |state| {
             if state.login != Login::User {
                 return err(CKR_USER_NOT_LOGGED_IN);
             }
             check_pin_format(pin)?;
-            let status = state.transact(&slot.source, ctx, true, |ch, card| {
+            let status = state.transact(&slot.source, true, |ch, card| {
                 let status = piv::verify_pin(ch, Some(pin))?;
                 card.pin.record(status);
                 Ok(status)
@@ -863,7 +811,7 @@ impl Library {
         }
 
         check_pin_format(new_pin)?;
-        self.with_card(&slot, |state, ctx| {
+        self.with_card(&slot, |state| {
             if state.login != Login::So {
                 return err(CKR_USER_NOT_LOGGED_IN);
             }
@@ -871,7 +819,7 @@ impl Library {
                 .so_puk
                 .clone()
                 .ok_or(Error::new(CKR_USER_NOT_LOGGED_IN))?;
-            let status = state.transact(&slot.source, ctx, true, |ch, card| {
+            let status = state.transact(&slot.source, true, |ch, card| {
                 let status = piv::admin::reset_retry_counter(ch, &puk, new_pin)?;
                 card.puk.record(status);
                 if status == PinStatus::Verified {
@@ -897,14 +845,14 @@ impl Library {
 
         check_pin_format(old)?;
         check_pin_format(new)?;
-        self.with_card(&slot, |state, ctx| {
+        self.with_card(&slot, |state| {
             let so = state.login == Login::So;
             let reference = if so {
                 piv::key_ref::PUK
             } else {
                 piv::key_ref::PIN
             };
-            let status = state.transact(&slot.source, ctx, false, |ch, card| {
+            let status = state.transact(&slot.source, false, |ch, card| {
                 let status = piv::admin::change_reference(ch, reference, old, new)?;
                 let counter = if so { &mut card.puk } else { &mut card.pin };
                 counter.record(status);
@@ -933,7 +881,7 @@ impl Library {
         super::slot::Counter,
     )> {
         let (slot, _) = self.session_slot(h)?;
-        self.with_card(&slot, |state, _| {
+        self.with_card(&slot, |state| {
             let card = state
                 .card
                 .as_ref()
@@ -943,8 +891,8 @@ impl Library {
     }
 
     /// Where a slot's card lives.
-    pub fn slot_source(&self, slot_id: CK_SLOT_ID) -> Result<Source> {
-        Ok(self.slot(slot_id)?.source.clone())
+    pub fn slot_location(&self, slot_id: CK_SLOT_ID) -> Result<Location> {
+        Ok(self.slot(slot_id)?.source.location.clone())
     }
 
     /// C_GenerateRandom (from the operating system's generator).

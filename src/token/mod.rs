@@ -13,6 +13,8 @@ pub mod mechanism;
 
 pub use error::{Error, Result};
 pub use library::Library;
+/// Where a card is (a reader, a card file), as slots report it.
+pub use crate::card::Location;
 
 use cryptoki_sys::*;
 use zeroize::Zeroizing;

@@ -7,22 +7,31 @@ use super::mechanism::PublicKey;
 use super::objects::{CertFacts, KeyEntry};
 use super::{Error, Result};
 use crate::applet::piv::{self, admin, change, keys, KeyAlgorithm, KeySlot, PinPolicy, PinStatus};
-use crate::card::{self, pcsc, CardError, Channel, Transport};
-use crate::vcard::VirtualTransport;
+use crate::card::{self, CardError, Channel, Connector, Location, ReaderInfo, Transport};
 use cryptoki_sys::*;
 use parking_lot::Mutex;
-use std::ffi::CString;
-use std::path::PathBuf;
 use std::sync::Arc;
 use zeroize::Zeroizing;
 
-/// Where a slot's card lives.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Source {
-    /// A PC/SC reader, by name.
-    Reader(String),
-    /// A virtual card file (TESSERA_VCARD).
-    Virtual(PathBuf),
+/// Where a slot's card lives: a reader of one of the program's connectors.
+#[derive(Clone)]
+pub struct Source {
+    /// The reader.
+    pub location: Location,
+    /// The connector that serves it.
+    pub connector: Arc<dyn Connector>,
+}
+
+impl PartialEq for Source {
+    fn eq(&self, other: &Self) -> bool {
+        self.location == other.location
+    }
+}
+
+impl std::fmt::Debug for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}", self.location)
+    }
 }
 
 /// Who is logged in to a token.
@@ -291,24 +300,27 @@ impl Slot {
 
     /// Slot description (C_GetSlotInfo).
     pub fn description(&self) -> String {
-        let base = match &self.source {
-            Source::Reader(name) => name.clone(),
-            Source::Virtual(path) => format!("Tessera Virtual PIV {}", path.display()),
-        };
+        let base = self.source.connector.describe(&self.source.location);
         match self.part {
             Part::CardAuth => with_suffix(&base, " (card authentication)", 64),
             Part::Whole | Part::Main => base,
         }
     }
 
-    /// Whether a card is present, asked without sending any APDU.
-    pub fn card_present(&self, readers: Option<&[pcsc::ReaderInfo]>) -> bool {
-        match &self.source {
-            Source::Virtual(path) => path.exists(),
-            Source::Reader(name) => readers
-                .and_then(|rs| rs.iter().find(|r| &r.name == name))
-                .is_some_and(|r| r.card_present),
-        }
+    /// Whether a card is present, asked without sending any APDU: from `readers` when the
+    /// caller has just listed them, else from the slot's connector.
+    pub fn card_present(&self, readers: Option<&[ReaderInfo]>) -> bool {
+        let own;
+        let readers = match readers {
+            Some(r) => Some(r),
+            None => {
+                own = self.source.connector.readers();
+                own.as_deref()
+            }
+        };
+        readers
+            .and_then(|rs| rs.iter().find(|r| r.location == self.source.location))
+            .is_some_and(|r| r.card_present)
     }
 }
 
@@ -323,23 +335,12 @@ impl SlotState {
     }
 
     /// The connected card, connecting and reading it first if needed.
-    pub fn card(&mut self, source: &Source, ctx: Option<&pcsc::Context>) -> Result<&mut Card> {
+    pub fn card(&mut self, source: &Source) -> Result<&mut Card> {
         if self.card.is_none() {
-            let transport: Box<dyn Transport> = match source {
-                Source::Virtual(path) => Box::new(VirtualTransport::open(path).map_err(|e| {
-                    log::debug!("virtual card {}: {e}", path.display());
-                    Error::new(CKR_TOKEN_NOT_PRESENT)
-                })?),
-                Source::Reader(name) => {
-                    let ctx = ctx.ok_or(Error::new(CKR_TOKEN_NOT_PRESENT))?;
-                    let cname =
-                        CString::new(name.clone()).map_err(|_| Error::new(CKR_GENERAL_ERROR))?;
-                    Box::new(pcsc::PcscTransport::connect(ctx, &cname).map_err(|e| {
-                        log::debug!("connect {name}: {e}");
-                        Error::new(CKR_TOKEN_NOT_PRESENT)
-                    })?)
-                }
-            };
+            let transport = source.connector.connect(&source.location).map_err(|e| {
+                log::debug!("connect {}: {e}", source.location);
+                Error::new(CKR_TOKEN_NOT_PRESENT)
+            })?;
             let card = Card::read(transport)?;
             self.login = Login::Public;
             self.card = Some(card);
@@ -354,12 +355,11 @@ impl SlotState {
     pub fn transact<R>(
         &mut self,
         source: &Source,
-        ctx: Option<&pcsc::Context>,
         needs_login: bool,
         mut f: impl FnMut(&mut dyn Channel, &mut Card) -> std::result::Result<R, CardError>,
     ) -> Result<R> {
         for attempt in 0..2 {
-            let card = self.card(source, ctx)?;
+            let card = self.card(source)?;
             let mut transport = std::mem::replace(&mut card.transport, Box::new(Detached));
             // SELECT only when the applet is not known to be selected; if the card answers as
             // if another application had been selected meanwhile, select and run `f` again.

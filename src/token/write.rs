@@ -16,7 +16,7 @@ use crate::applet::piv::plans::{self, Caps, Load, NewKey};
 use crate::applet::piv::{
     self, admin, keys, KeyAlgorithm, KeySlot, ManagementAlgorithm, PinPolicy,
 };
-use crate::card::{pcsc, CardError, Channel, StatusWord};
+use crate::card::{CardError, Channel, StatusWord};
 use cryptoki_sys::*;
 
 type CardResult<T> = std::result::Result<T, CardError>;
@@ -132,11 +132,10 @@ fn change_error(e: CardError) -> Error {
 pub(crate) fn run_change<R>(
     source: &Source,
     state: &mut SlotState,
-    ctx: Option<&pcsc::Context>,
     mut f: impl FnMut(&mut dyn Channel, &mut Card) -> CardResult<Result<R>>,
 ) -> Result<R> {
     need_user(state)?;
-    state.transact(source, ctx, true, |ch, card| {
+    state.transact(source, true, |ch, card| {
         // A change left unfinished by someone else is finished or undone first.
         if card.contents.pending.is_some() {
             card.recover(ch)?;
@@ -158,12 +157,11 @@ pub(crate) fn run_change<R>(
 fn write_key(
     source: &Source,
     state: &mut SlotState,
-    ctx: Option<&pcsc::Context>,
     slot: KeySlot,
     key: NewKey<'_>,
     expect: Option<&PublicKey>,
 ) -> Result<()> {
-    run_change(source, state, ctx, |ch, card| {
+    run_change(source, state, |ch, card| {
         let occupied = card.contents.entry(slot).is_some();
         let load = Load {
             slot,
@@ -191,7 +189,6 @@ pub fn generate(
     source: &Source,
     part: Part,
     state: &mut SlotState,
-    ctx: Option<&pcsc::Context>,
     mech: &Mechanism,
     public_template: &[Attr],
     private_template: &[Attr],
@@ -227,7 +224,6 @@ pub fn generate(
     write_key(
         source,
         state,
-        ctx,
         slot,
         NewKey::Generate { algorithm, policy },
         None,
@@ -240,14 +236,13 @@ pub fn create(
     source: &Source,
     part: Part,
     state: &mut SlotState,
-    ctx: Option<&pcsc::Context>,
     template: &[Attr],
 ) -> Result<ObjectId> {
     let class =
         attr::find_ulong(template, CKA_CLASS)?.ok_or(Error::new(CKR_TEMPLATE_INCOMPLETE))?;
     match class {
-        CKO_CERTIFICATE => create_certificate(source, part, state, ctx, template),
-        CKO_PRIVATE_KEY => create_private_key(source, part, state, ctx, template),
+        CKO_CERTIFICATE => create_certificate(source, part, state, template),
+        CKO_PRIVATE_KEY => create_private_key(source, part, state, template),
         CKO_PUBLIC_KEY => {
             // The public half of a key already on the card: answer with that object.
             let pk = public_key_from_template(template)?;
@@ -281,7 +276,6 @@ fn create_certificate(
     source: &Source,
     part: Part,
     state: &mut SlotState,
-    ctx: Option<&pcsc::Context>,
     template: &[Attr],
 ) -> Result<ObjectId> {
     need_user(state)?;
@@ -323,7 +317,7 @@ fn create_certificate(
         None => {}
     }
     let der = der.to_vec();
-    run_change(source, state, ctx, |ch, _| {
+    run_change(source, state, |ch, _| {
         plans::write_certificate(ch, slot, &der, None)?;
         Ok(Ok(()))
     })?;
@@ -386,7 +380,6 @@ fn create_private_key(
     source: &Source,
     part: Part,
     state: &mut SlotState,
-    ctx: Option<&pcsc::Context>,
     template: &[Attr],
 ) -> Result<ObjectId> {
     let slot = match slot_by_id(template) {
@@ -398,7 +391,6 @@ fn create_private_key(
     write_key(
         source,
         state,
-        ctx,
         slot,
         NewKey::Import {
             key: &parsed.key,
@@ -420,7 +412,6 @@ fn create_private_key(
 pub fn load_ecert(
     source: &Source,
     state: &mut SlotState,
-    ctx: Option<&pcsc::Context>,
     slot: KeySlot,
     key_template: &[Attr],
     certificate: &[u8],
@@ -436,7 +427,7 @@ pub fn load_ecert(
         key: &parsed.key,
         policy: parsed.policy,
     };
-    run_change(source, state, ctx, |ch, card| {
+    run_change(source, state, |ch, card| {
         let load = Load {
             slot,
             key: &key,
@@ -454,12 +445,7 @@ pub fn load_ecert(
 }
 
 /// C_DestroyObject for a token object.
-pub fn destroy(
-    source: &Source,
-    state: &mut SlotState,
-    ctx: Option<&pcsc::Context>,
-    id: ObjectId,
-) -> Result<()> {
+pub fn destroy(source: &Source, state: &mut SlotState, id: ObjectId) -> Result<()> {
     need_user(state)?;
     let (delete_key, slot) = match id {
         ObjectId::Certificate(s) => (false, s),
@@ -468,7 +454,7 @@ pub fn destroy(
             return Err(Error::new(CKR_ACTION_PROHIBITED))
         }
     };
-    run_change(source, state, ctx, |ch, card| {
+    run_change(source, state, |ch, card| {
         plans::clear(ch, caps(card), slot, delete_key)?;
         Ok(Ok(()))
     })

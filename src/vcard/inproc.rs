@@ -105,6 +105,53 @@ impl Transport for VirtualTransport {
     }
 }
 
+/// Virtual card files as a [`crate::card::Connector`]: one reader per file, a card present
+/// while the file exists.
+pub struct VirtualConnector {
+    paths: Vec<std::path::PathBuf>,
+}
+
+impl VirtualConnector {
+    /// A connector for the card files at `paths`.
+    pub fn new(paths: Vec<std::path::PathBuf>) -> Self {
+        Self { paths }
+    }
+
+    /// A connector for the files `TESSERA_VCARD` names.
+    pub fn configured() -> Self {
+        Self::new(super::configured_paths())
+    }
+}
+
+impl crate::card::Connector for VirtualConnector {
+    fn readers(&self) -> Option<Vec<crate::card::ReaderInfo>> {
+        Some(
+            self.paths
+                .iter()
+                .map(|p| crate::card::ReaderInfo {
+                    location: crate::card::Location::File(p.clone()),
+                    card_present: p.exists(),
+                    atr: Vec::new(),
+                })
+                .collect(),
+        )
+    }
+
+    fn connect(
+        &self,
+        location: &crate::card::Location,
+    ) -> Result<Box<dyn crate::card::Transport>, CardError> {
+        match location {
+            crate::card::Location::File(path) => Ok(Box::new(VirtualTransport::open(path)?)),
+            crate::card::Location::Reader(_) => Err(CardError::NoCard),
+        }
+    }
+
+    fn describe(&self, location: &crate::card::Location) -> String {
+        format!("Tessera Virtual PIV {location}")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -17,7 +17,7 @@ pub mod state;
 pub mod store;
 pub mod vpcd;
 
-pub use inproc::VirtualTransport;
+pub use inproc::{VirtualConnector, VirtualTransport};
 pub use kind::{CardApplet, CardKind};
 pub use piv::Applet;
 pub use profile::Profile;
@@ -43,6 +43,15 @@ pub fn configured_paths() -> Vec<std::path::PathBuf> {
                 .collect()
         })
         .unwrap_or_default()
+}
+
+/// Where Tessera's programs find cards: the virtual cards `TESSERA_VCARD` names (their
+/// slots first), then pcscd's readers.
+pub fn standard_connectors() -> crate::card::Connectors {
+    vec![
+        std::sync::Arc::new(VirtualConnector::configured()),
+        std::sync::Arc::new(crate::card::pcsc::PcscConnector::new()),
+    ]
 }
 
 #[cfg(test)]

@@ -50,16 +50,8 @@ impl Library {
         if !rw {
             return err(CKR_SESSION_READ_ONLY);
         }
-        self.with_card(&s, |state, ctx| {
-            write::load_ecert(
-                &s.source,
-                state,
-                ctx,
-                slot,
-                key_template,
-                certificate,
-                chain,
-            )
+        self.with_card(&s, |state| {
+            write::load_ecert(&s.source, state, slot, key_template, certificate, chain)
         })
     }
 
@@ -73,8 +65,8 @@ impl Library {
         reuse: Option<KeySlot>,
     ) -> Result<KeySlot> {
         let (s, _) = self.session_slot(h)?;
-        self.with_card(&s, |state, ctx| {
-            write::run_change(&s.source, state, ctx, |ch, _| {
+        self.with_card(&s, |state| {
+            write::run_change(&s.source, state, |ch, _| {
                 let (slot, _) = plans::stage_renewal(ch, algorithm, policy, reuse)?;
                 Ok(Ok(slot))
             })
@@ -93,8 +85,8 @@ impl Library {
         chain: Option<&[u8]>,
     ) -> Result<()> {
         let (s, _) = self.session_slot(h)?;
-        self.with_card(&s, |state, ctx| {
-            write::run_change(&s.source, state, ctx, |ch, _| {
+        self.with_card(&s, |state| {
+            write::run_change(&s.source, state, |ch, _| {
                 plans::install_renewal(ch, slot, staged, certificate, chain)?;
                 Ok(Ok(()))
             })
@@ -105,7 +97,7 @@ impl Library {
     /// another program changed it), as C_OpenSession does.
     pub fn check_card(&self, h: CK_SESSION_HANDLE) -> Result<()> {
         let (s, _) = self.session_slot(h)?;
-        self.with_current_card(&s, |_, _| Ok(()))
+        self.with_current_card(&s, |_| Ok(()))
     }
 
     /// Factory reset of the session's card (every key and certificate erased; factory PIN,
@@ -116,8 +108,8 @@ impl Library {
         if !rw {
             return err(CKR_SESSION_READ_ONLY);
         }
-        self.with_card(&s, |state, ctx| {
-            let out = state.transact(&s.source, ctx, false, |ch, card| {
+        self.with_card(&s, |state| {
+            let out = state.transact(&s.source, false, |ch, card| {
                 let report = match admin::factory_reset(ch) {
                     Ok(r) => r,
                     Err(CardError::Status(
@@ -138,8 +130,8 @@ impl Library {
     /// when there is none).
     pub fn read_chain(&self, h: CK_SESSION_HANDLE, slot: KeySlot) -> Result<Vec<u8>> {
         let (s, _) = self.session_slot(h)?;
-        self.with_card(&s, |state, ctx| {
-            state.transact(&s.source, ctx, false, |ch, _| {
+        self.with_card(&s, |state| {
+            state.transact(&s.source, false, |ch, _| {
                 Ok(piv::get_optional(ch, slot.chain_tag())?.unwrap_or_default())
             })
         })
@@ -149,8 +141,8 @@ impl Library {
     /// not say).
     pub fn management_key_is_default(&self, h: CK_SESSION_HANDLE) -> Result<Option<bool>> {
         let (s, _) = self.session_slot(h)?;
-        self.with_card(&s, |state, ctx| {
-            state.transact(&s.source, ctx, false, |ch, _| {
+        self.with_card(&s, |state| {
+            state.transact(&s.source, false, |ch, _| {
                 Ok(piv::keys::reference_metadata(ch, piv::key_ref::MANAGEMENT)?
                     .map(|m| m.is_default))
             })
@@ -170,7 +162,7 @@ impl Library {
         pin: Option<&[u8]>,
     ) -> Result<Zeroizing<Vec<u8>>> {
         let (s, _) = self.session_slot(h)?;
-        self.with_card(&s, |state, ctx| {
+        self.with_card(&s, |state| {
             if state.login != Login::User {
                 return err(CKR_USER_NOT_LOGGED_IN);
             }
@@ -180,7 +172,7 @@ impl Library {
                 .and_then(|c| c.contents.entry(slot))
                 .map(|e| e.algorithm)
                 .ok_or(Error::new(CKR_KEY_HANDLE_INVALID))?;
-            state.transact(&s.source, ctx, true, |ch, card| {
+            state.transact(&s.source, true, |ch, card| {
                 if let Some(pin) = pin {
                     let status = piv::verify_pin(ch, Some(pin))?;
                     card.pin.record(status);
@@ -198,8 +190,8 @@ impl Library {
     /// Empties `slot`: key, certificate and chain.
     pub fn clear_slot(&self, h: CK_SESSION_HANDLE, slot: KeySlot) -> Result<()> {
         let (s, _) = self.session_slot(h)?;
-        self.with_card(&s, |state, ctx| {
-            write::run_change(&s.source, state, ctx, |ch, card| {
+        self.with_card(&s, |state| {
+            write::run_change(&s.source, state, |ch, card| {
                 plans::clear(ch, write::caps(card), slot, true)?;
                 Ok(Ok(()))
             })
@@ -210,11 +202,11 @@ impl Library {
     /// another key or none (the card cannot vouch for them). Needs the user logged in.
     pub fn repair(&self, h: CK_SESSION_HANDLE) -> Result<Repair> {
         let (s, _) = self.session_slot(h)?;
-        self.with_card(&s, |state, ctx| {
+        self.with_card(&s, |state| {
             if state.login != Login::User {
                 return err(CKR_USER_NOT_LOGGED_IN);
             }
-            state.transact(&s.source, ctx, true, |ch, card| {
+            state.transact(&s.source, true, |ch, card| {
                 let mut out = Repair::default();
                 card.reread(ch)?;
                 if card.contents.pending.is_some() {
@@ -268,9 +260,9 @@ impl Library {
         if !rw {
             return err(CKR_SESSION_READ_ONLY);
         }
-        self.with_card(&s, |state, ctx| {
+        self.with_card(&s, |state| {
             let was_user = state.login == Login::User;
-            state.transact(&s.source, ctx, false, |ch, card| {
+            state.transact(&s.source, false, |ch, card| {
                 let status = piv::verify_pin(ch, Some(c.pin))?;
                 card.pin.record(status);
                 if status != PinStatus::Verified {
@@ -340,8 +332,8 @@ impl Library {
             return err(CKR_SESSION_READ_ONLY);
         }
         let (pin, puk) = (Zeroizing::new(pin.to_vec()), Zeroizing::new(puk.to_vec()));
-        self.with_card(&s, |state, ctx| {
-            state.transact(&s.source, ctx, false, |ch, card| {
+        self.with_card(&s, |state| {
+            state.transact(&s.source, false, |ch, card| {
                 let status = piv::verify_pin(ch, Some(&pin))?;
                 card.pin.record(status);
                 if status != PinStatus::Verified {

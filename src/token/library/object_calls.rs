@@ -20,7 +20,7 @@ impl Library {
             }
         })?;
         let mut found = Vec::new();
-        self.with_current_card(&slot, |state, _| {
+        self.with_current_card(&slot, |state| {
             let login = state.login;
             let card = state
                 .card
@@ -184,8 +184,8 @@ impl Library {
         if !rw {
             return err(CKR_SESSION_READ_ONLY);
         }
-        let id = self.with_card(&slot, |state, ctx| {
-            crate::token::write::create(&slot.source, slot.part, state, ctx, template)
+        let id = self.with_card(&slot, |state| {
+            crate::token::write::create(&slot.source, slot.part, state, template)
         })?;
         Ok(self.handles.lock().handle(Handle::Token(slot.id, id)))
     }
@@ -201,8 +201,8 @@ impl Library {
             return err(CKR_SESSION_READ_ONLY);
         }
         let (id, _) = self.resolve(&slot, object, CKR_OBJECT_HANDLE_INVALID)?;
-        self.with_card(&slot, |state, ctx| {
-            crate::token::write::destroy(&slot.source, state, ctx, id)
+        self.with_card(&slot, |state| {
+            crate::token::write::destroy(&slot.source, state, id)
         })
     }
 
@@ -218,12 +218,11 @@ impl Library {
         if !rw {
             return err(CKR_SESSION_READ_ONLY);
         }
-        let key_slot = self.with_card(&slot, |state, ctx| {
+        let key_slot = self.with_card(&slot, |state| {
             crate::token::write::generate(
                 &slot.source,
                 slot.part,
                 state,
-                ctx,
                 mech,
                 public_template,
                 private_template,

@@ -290,8 +290,8 @@ impl Library {
         if key.always_authenticate && context_pin.is_none() {
             return err(CKR_USER_NOT_LOGGED_IN);
         }
-        let raw = self.with_card(&slot, |state, ctx| {
-            state.transact(&slot.source, ctx, key.needs_login, |ch, card| {
+        let raw = self.with_card(&slot, |state| {
+            state.transact(&slot.source, key.needs_login, |ch, card| {
                 private_operation(ch, card, &key, context_pin.as_ref().map(|p| &p[..]), &input)
             })
         })?;
@@ -471,8 +471,8 @@ impl Library {
                 if key.always_authenticate && context_pin.is_none() {
                     return err(CKR_USER_NOT_LOGGED_IN);
                 }
-                let raw = self.with_card(&slot, |state, ctx| {
-                    state.transact(&slot.source, ctx, key.needs_login, |ch, card| {
+                let raw = self.with_card(&slot, |state| {
+                    state.transact(&slot.source, key.needs_login, |ch, card| {
                         private_operation(
                             ch,
                             card,
@@ -521,8 +521,8 @@ impl Library {
         };
         let point = mechanism::ecdh_peer_point(&mech.param, curve)?;
         let value_len = attr::find_ulong(template, CKA_VALUE_LEN)?.map(|v| v as usize);
-        let x = self.with_card(&slot, |state, ctx| {
-            state.transact(&slot.source, ctx, key.needs_login, |ch, _| {
+        let x = self.with_card(&slot, |state| {
+            state.transact(&slot.source, key.needs_login, |ch, _| {
                 piv::keys::key_agreement(ch, key.slot, key.algorithm, &point)
             })
         })?;
