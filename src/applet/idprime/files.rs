@@ -13,6 +13,8 @@ use std::io::Read;
 pub const INDEX_FID: [u8; 2] = [0x01, 0x01];
 /// The card id (16 bytes; OpenSC reads it here whatever the index says).
 pub const CARD_ID_FID: [u8; 2] = [0x02, 0x01];
+/// The minidriver cache file `cardcf` (freshness counters).
+pub const CARD_CACHE_FID: [u8; 2] = [0x02, 0x02];
 /// The minidriver container map `mscp/cmapfile`.
 pub const CONTAINER_MAP_FID: [u8; 2] = [0x02, 0x04];
 /// The 940's key-reference map.
@@ -497,4 +499,40 @@ fn optional_file(
             Ok(None)
         }
     }
+}
+
+/// The minidriver cache file (`cardcf`, CARD_CACHE_FILE_FORMAT): counters a minidriver bumps
+/// when PINs, containers or files change — what a host cache can key on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct CacheFreshness {
+    /// bVersion.
+    pub version: u8,
+    /// bPinsFreshness.
+    pub pins: u8,
+    /// wContainersFreshness.
+    pub containers: u16,
+    /// wFilesFreshness.
+    pub files: u16,
+}
+
+/// Parses `cardcf`: version, PIN freshness, then two little-endian counters (6 bytes; more is
+/// allowed). `None` when shorter.
+pub fn parse_cache_file(data: &[u8]) -> Option<CacheFreshness> {
+    let [version, pins, c0, c1, f0, f1, ..] = data else {
+        return None;
+    };
+    Some(CacheFreshness {
+        version: *version,
+        pins: *pins,
+        containers: u16::from_le_bytes([*c0, *c1]),
+        files: u16::from_le_bytes([*f0, *f1]),
+    })
+}
+
+/// SELECT and read `cardcf` (0202, P1=08); `None` when absent, refused or too short.
+pub fn read_cache_freshness(
+    ch: &mut dyn Channel,
+    profile: &Profile,
+) -> Result<Option<CacheFreshness>, Error> {
+    Ok(optional_file(ch, profile, CARD_CACHE_FID)?.and_then(|d| parse_cache_file(&d)))
 }

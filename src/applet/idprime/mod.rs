@@ -20,7 +20,7 @@ mod tests;
 
 pub use atr::{matches_atr, Model, Protocol};
 pub use error::{Error, Unsupported};
-pub use files::{CardId, ContainerRecord, Fci, IndexEntry, KeyRefRecord};
+pub use files::{CacheFreshness, CardId, ContainerRecord, Fci, IndexEntry, KeyRefRecord};
 pub use keys::{
     read_contents, CardContents, CertificateRole, Curve, KeyAlgorithm, KeyContainer, PinRef,
     PrivateKeyRef, SkippedCertificate,
@@ -190,5 +190,30 @@ pub fn applet_version(ch: &mut dyn Channel, profile: &Profile) -> Result<Option<
             Some(String::from_utf8_lossy(text).into_owned())
         }
         _ => None,
+    })
+}
+
+/// What tells one IDPrime card (and one state of it) from another without reading its
+/// certificates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct CardIdentity {
+    /// The card id (0201), when the card has one.
+    pub card_id: Option<CardId>,
+    /// The minidriver cache counters (0202), when the card keeps them.
+    pub freshness: Option<CacheFreshness>,
+}
+
+/// SELECT the applet, then read the card id and the `cardcf` counters (5 APDUs): the proof a
+/// cached reading of [`keys::read_contents`] still describes the card in the reader.
+pub fn card_identity(ch: &mut dyn Channel, profile: &Profile) -> Result<CardIdentity, Error> {
+    select_applet(ch, profile)?;
+    let card_id = match files::read_card_id(ch, profile) {
+        Ok(id) => id,
+        Err(e) if files::is_card_failure(&e) => return Err(e),
+        Err(_) => None,
+    };
+    Ok(CardIdentity {
+        card_id,
+        freshness: files::read_cache_freshness(ch, profile)?,
     })
 }

@@ -93,6 +93,11 @@ struct FakeCard {
     pulled_at: Option<[u8; 2]>,
     /// READ BINARY of these files answers 6982.
     refused: Vec<[u8; 2]>,
+    /// Private keys by key reference; MSE SET picks one and an algorithm.
+    keys: HashMap<u8, rsa::RsaPrivateKey>,
+    verified: bool,
+    env: Option<(u8, u8)>,
+    hash: Vec<u8>,
     log: Vec<Vec<u8>>,
 }
 
@@ -105,6 +110,10 @@ impl FakeCard {
             tries: 3,
             pulled_at: None,
             refused: Vec::new(),
+            keys: HashMap::new(),
+            verified: false,
+            env: None,
+            hash: Vec::new(),
             log: Vec::new(),
         }
     }
@@ -172,15 +181,54 @@ impl Channel for FakeCard {
             (0x20, _) if self.tries == 0 => sw(0x6983),
             (0x20, _) if data == self.pin.as_slice() => {
                 self.tries = 3;
+                self.verified = true;
                 sw(0x9000)
             }
             (0x20, _) => {
+                self.verified = false;
                 self.tries -= 1;
                 if self.tries == 0 {
                     sw(0x6983)
                 } else {
                     sw(0x63C0 | u16::from(self.tries))
                 }
+            }
+            (0x22, 0x41) => match data {
+                [0x80, 0x01, alg, 0x84, 0x01, key] if self.keys.contains_key(key) => {
+                    self.env = Some((*alg, *key));
+                    sw(0x9000)
+                }
+                _ => sw(0x6A88),
+            },
+            (0x2A, 0x90) => match data {
+                [0x90, len, hash @ ..] if usize::from(*len) == hash.len() => {
+                    self.hash = hash.to_vec();
+                    let mut out = hash.to_vec();
+                    out.extend_from_slice(&[0x90, 0x00]);
+                    out
+                }
+                _ => sw(0x6A80),
+            },
+            (0x2A, 0x9E) => {
+                let Some((alg, key)) = self.env else {
+                    return Ok(sw(0x6985));
+                };
+                if !self.verified {
+                    return Ok(sw(0x6982));
+                }
+                let key = &self.keys[&key];
+                let signed = match alg {
+                    0x42 => key.sign(rsa::Pkcs1v15Sign::new::<sha2::Sha256>(), &self.hash),
+                    0x45 => key.sign_with_rng(
+                        &mut rand::rngs::OsRng,
+                        rsa::Pss::new_with_salt::<sha2::Sha256>(32),
+                        &self.hash,
+                    ),
+                    _ => return Ok(sw(0x6A80)),
+                };
+                let mut out = signed.unwrap();
+                out.extend_from_slice(&[0x90, 0x00]);
+                out
             }
             _ => sw(0x6D00),
         })
@@ -1597,4 +1645,82 @@ fn status_words_map_to_causes() {
     ));
     assert!(Error::Card(CardError::Reset).is_removed());
     assert!(!Error::Damaged("x").is_removed());
+}
+
+#[test]
+fn read_log_in_and_sign_on_a_stateful_card() {
+    // The whole use: read the card, find the key by CKA_ID, sign (refused before the PIN),
+    // verify the PIN, sign with PKCS#1 v1.5 and PSS, verify both against the certificate.
+    use rsa::pkcs8::DecodePublicKey;
+    let mut card = probe_card();
+    card.keys.insert(0x31, rsa_key().clone());
+    let p = profile_3810();
+    let contents = read_contents(&mut card, &p).unwrap();
+    let k = contents.find(&[0x00, 0x01]).unwrap();
+    let key = k.private_key.unwrap();
+    let public = rsa::RsaPublicKey::from_public_key_der(&k.public_key_der).unwrap();
+    let hash = sha256(b"contract");
+    assert!(matches!(
+        sign_pkcs1(&mut card, &p, &key, CardHash::Sha256, &hash),
+        Err(Error::NotLoggedIn)
+    ));
+    assert_eq!(
+        pin_status(&mut card, &p, key.pin).unwrap(),
+        PinStatus::NotVerified { tries_left: 3 }
+    );
+    verify_pin(&mut card, &p, key.pin, b"0000").unwrap();
+    let sig = sign_pkcs1(&mut card, &p, &key, CardHash::Sha256, &hash).unwrap();
+    public
+        .verify(rsa::Pkcs1v15Sign::new::<sha2::Sha256>(), &hash, &sig)
+        .unwrap();
+    let sig = sign_pss(&mut card, &p, &key, CardHash::Sha256, &hash).unwrap();
+    public
+        .verify(rsa::Pss::new::<sha2::Sha256>(), &hash, &sig)
+        .unwrap();
+    // A tampered hash does not verify: the signature covers what was sent.
+    let mut other = hash.clone();
+    other[0] ^= 0xFF;
+    assert!(public
+        .verify(rsa::Pss::new::<sha2::Sha256>(), &other, &sig)
+        .is_err());
+}
+
+#[test]
+fn card_identity_reads_the_card_id_and_the_cache_counters() {
+    let p = profile_3810();
+    let mut ch = Script::new()
+        .expect("00A4040C0BA000000018800000000662", "9000")
+        .expect("00A40800020201", &fci(16))
+        .expect("00B0000010", "A0A1A2A3A4A5A6A7A8A9AAABACADAEAF 9000")
+        .expect("00A40800020202", &fci(6))
+        .expect("00B0000006", "00 01 0300 0700 9000");
+    let id = card_identity(&mut ch, &p).unwrap();
+    ch.done();
+    assert_eq!(
+        id.card_id.unwrap().hex(),
+        "a0a1a2a3a4a5a6a7a8a9aaabacadaeaf"
+    );
+    assert_eq!(
+        id.freshness,
+        Some(CacheFreshness {
+            version: 0,
+            pins: 1,
+            containers: 3,
+            files: 7
+        })
+    );
+    // Neither file: an identity of nothing, not an error.
+    let mut ch = Script::new()
+        .expect("00A4040C0BA000000018800000000662", "9000")
+        .expect("00A40800020201", "6A82")
+        .expect("00A40800020202", &fci(6))
+        .expect("00B0000006", "6982");
+    assert_eq!(
+        card_identity(&mut ch, &p).unwrap(),
+        CardIdentity {
+            card_id: None,
+            freshness: None
+        }
+    );
+    assert_eq!(files::parse_cache_file(&[0, 1, 2]), None);
 }
