@@ -59,9 +59,9 @@ impl Profile {
 }
 
 /// A short command as OpenSC encodes it for the card's protocol: under T=0 a case-4 command
-/// loses its Le and a case-1 command gets P3=00 (OpenSC's `sc_apdu2bytes`). `le` is 1..=256,
-/// never "maximum", so that no channel turns it into an extended-length field: IDPrime cards
-/// take short APDUs only.
+/// loses its Le and a case-1 command gets P3=00 (OpenSC's `sc_apdu2bytes`). `le` above 256 (or 0)
+/// asks for 256, the short maximum, written as an explicit 256 so that no channel turns it into
+/// an extended-length field: IDPrime cards take short APDUs only (the rest comes with 61xx).
 pub(crate) fn command(
     profile: &Profile,
     ins: u8,
@@ -70,7 +70,7 @@ pub(crate) fn command(
     data: &[u8],
     le: Option<usize>,
 ) -> Command {
-    let le = le.map(|l| l.clamp(1, 256));
+    let le = le.map(|l| if l == 0 || l > 256 { 256 } else { l });
     let le = match (profile.protocol, data.is_empty(), le) {
         (Protocol::T0, false, Some(_)) => None,
         (Protocol::T0, true, None) => Some(256),

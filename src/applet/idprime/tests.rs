@@ -1724,3 +1724,28 @@ fn card_identity_reads_the_card_id_and_the_cache_counters() {
     );
     assert_eq!(files::parse_cache_file(&[0, 1, 2]), None);
 }
+
+#[test]
+fn a_4096_bit_signature_comes_in_61xx_pieces() {
+    // Le stays short (00 = 256); the card hands the other 256 bytes over GET RESPONSE.
+    let hash = sha256(b"long");
+    let key = PrivateKeyRef {
+        reference: 0x81,
+        pin: PinRef::User,
+        algorithm: KeyAlgorithm::Rsa { bits: 4096 },
+    };
+    let mut ch = sign_script(0x42, 0x81, &hash, &[], "00");
+    ch.steps.back_mut().unwrap().1 = h(&format!("{} 6100", "AB".repeat(256)));
+    let mut ch = ch.expect("00C0000000", &format!("{} 9000", "CD".repeat(256)));
+    let sig = sign_pkcs1(
+        &mut ch,
+        &profile(Model::Md940),
+        &key,
+        CardHash::Sha256,
+        &hash,
+    )
+    .unwrap();
+    ch.done();
+    assert_eq!(sig.len(), 512);
+    assert_eq!((sig[255], sig[256]), (0xAB, 0xCD));
+}
