@@ -7,6 +7,13 @@
 //! them) and know nothing of PKCS#11 handles, sessions or login state.
 //!
 //! Protocol facts: `shared/reference/IDPRIME-NOTES.md` (OpenSC 0.23 … 0.27 and a probe).
+//!
+//! A caller holding a transaction on a card whose ATR [`matches_atr`]:
+//! [`Profile::from_atr`] once; [`keys::read_contents`] for everything on the card (key
+//! containers with CKA_IDs, labels, key references and PINs; token label; serial), or
+//! [`card_identity`] to prove a cached reading still holds; [`pin_status`] / [`verify_pin`] /
+//! [`change_pin`] with the key's [`PinRef`]; [`sign_pkcs1`], [`sign_pss`], [`sign_ecdsa`],
+//! [`decrypt`] with the key's [`PrivateKeyRef`]. Errors say the cause ([`Error`]).
 
 pub mod atr;
 pub mod error;
@@ -124,7 +131,8 @@ pub enum Generation {
 
 impl Generation {
     /// The key reference OpenSC 0.23 computed for the certificate whose file name ends in the
-    /// digit `d` (0.24+ uses the model instead: [`Model::key_reference`]).
+    /// digit `d`, wrapping as OpenSC's `unsigned char` did (0.24+ uses the model instead:
+    /// [`Model::key_reference`]).
     pub fn opensc023_key_reference(self, d: u8) -> u8 {
         let base: u8 = match self {
             Self::V1 => 0x31,
