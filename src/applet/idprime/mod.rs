@@ -110,8 +110,11 @@ pub fn select_applet(ch: &mut dyn Channel, profile: &Profile) -> Result<(), Erro
 /// card is an IDPrime card when both succeed and the index has a size. Returns the index FCI.
 pub fn select(ch: &mut dyn Channel, profile: &Profile) -> Result<Fci, Error> {
     select_applet(ch, profile)?;
-    match files::select_file(ch, profile, files::INDEX_FID, files::SelectBy::Path)? {
-        Some(fci) if fci.size > 0 => Ok(fci),
+    match files::select_file(ch, profile, files::INDEX_FID, files::SelectBy::Path) {
+        Ok(Some(fci)) if fci.size > 0 => Ok(fci),
+        Err(e) if files::is_card_failure(&e) => Err(e),
+        // No index, an empty one, a refusal or an FCI that does not parse: OpenSC does not
+        // bind either.
         _ => Err(Error::NotIdPrime),
     }
 }

@@ -493,10 +493,15 @@ fn a_card_without_the_applet_or_index_is_not_idprime() {
         .expect("00A4040C0BA000000018800000000662", "9000")
         .expect("00A40800020101", "6A82");
     assert!(matches!(select(&mut ch, &p), Err(Error::NotIdPrime)));
-    let mut ch = Script::new()
-        .expect("00A4040C0BA000000018800000000662", "9000")
-        .expect("00A40800020101", &fci(0));
-    assert!(matches!(select(&mut ch, &p), Err(Error::NotIdPrime)));
+    for answer in [fci(0), "6982".into(), "6F00 9000".into(), "9000".into()] {
+        let mut ch = Script::new()
+            .expect("00A4040C0BA000000018800000000662", "9000")
+            .expect("00A40800020101", &answer);
+        assert!(
+            matches!(select(&mut ch, &p), Err(Error::NotIdPrime)),
+            "{answer}"
+        );
+    }
 }
 
 #[test]
