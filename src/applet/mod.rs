@@ -1,4 +1,6 @@
-//! Card applications as the host sees them: one driver per applet (PIV today). A driver turns
-//! card operations into APDUs over [`crate::card::Channel`] and knows nothing of PKCS#11.
+//! Card applications as the host sees them: one driver per applet family (PIV, IDPrime). A
+//! driver turns card operations into APDUs over [`crate::card::Channel`] and knows nothing of
+//! PKCS#11.
 
+pub mod idprime;
 pub mod piv;
