@@ -16,8 +16,8 @@ use super::{
 };
 use super::{Options, Result};
 use crate::applet::piv::KeySlot;
-use crate::token::Location;
 use crate::token::mechanism::PublicKey;
+use crate::token::Location;
 use crate::token::{library, MechParam, Mechanism, OutBuf};
 use crate::vcard::{CardFile, CardState};
 use cryptoki_sys::*;

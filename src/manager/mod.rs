@@ -253,7 +253,7 @@ pub fn cards() -> Result<Vec<CardChoice>> {
         let mut out = Vec::new();
         for slot in lib.slot_list(true)? {
             let info = lib.slot_info(slot)?;
-            let Ok(token) = lib.token_info(slot) else {
+            let Some(token) = settled_token_info(lib, slot) else {
                 continue;
             };
             out.push(CardChoice {
@@ -266,6 +266,36 @@ pub fn cards() -> Result<Vec<CardChoice>> {
         }
         Ok(out)
     })
+}
+
+/// How long a card that is present but does not answer yet is given: pcscd resets a card when
+/// a program that was using it dies, and a card just inserted is still being powered.
+const SETTLE: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// The token of a slot whose reader reports a card, waiting up to [`SETTLE`] for a card that
+/// cannot be connected to or read yet; `None` when it stays unreadable.
+fn settled_token_info(lib: &token::Library, slot: CK_SLOT_ID) -> Option<CK_TOKEN_INFO> {
+    // (a virtual card file that cannot be read is not settling)
+    let reader = matches!(lib.slot_location(slot), Ok(token::Location::Reader(_)));
+    let until = std::time::Instant::now() + if reader { SETTLE } else { Default::default() };
+    loop {
+        match lib.token_info(slot) {
+            Ok(t) => return Some(t),
+            Err(e)
+                if matches!(
+                    e.rv(),
+                    CKR_TOKEN_NOT_PRESENT | CKR_DEVICE_ERROR | CKR_DEVICE_REMOVED
+                ) && std::time::Instant::now() < until =>
+            {
+                log::debug!(
+                    "slot {slot}: card not answering yet ({:#x}); trying again",
+                    e.rv()
+                );
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+            Err(_) => return None,
+        }
+    }
 }
 
 /// Opens a read/write session on the card the options pick (the only card when there is one).

@@ -11,10 +11,10 @@ pub mod error;
 pub mod library;
 pub mod mechanism;
 
-pub use error::{Error, Result};
-pub use library::Library;
 /// Where a card is (a reader, a card file), as slots report it.
 pub use crate::card::Location;
+pub use error::{Error, Result};
+pub use library::Library;
 
 use cryptoki_sys::*;
 use zeroize::Zeroizing;

@@ -504,7 +504,7 @@ phase_setup() {
       LABEL+=", next: tessera repair]"
       # the holder gives the PIN they knew; if the card says it is wrong, the new one
       repair "$(pinfile "$CURP")"
-      if [ "$REPAIR_RC" != 0 ] && printf '%s' "$REPAIR_OUT" | grep -qi 'wrong PIN'; then
+      if [ "$REPAIR_RC" != 0 ] && printf '%s' "$REPAIR_OUT" | grep >/dev/null -i 'wrong PIN'; then
         repair "$(pinfile "$newp")"
         REPAIR_OUT="(old PIN refused, then with the new PIN) $REPAIR_OUT"
       fi
@@ -642,8 +642,8 @@ phase_waiting() {
   t0=$SECONDS
   out=$(TS --wait 1 --password-file "$PW" --pin-file "$(pinfile "$P0")" import "$FIX/rsa-legacy.p12" --slot 9a --backup-dir "$D/bk" 2>&1)
   rc=$?
-  if [ "$rc" -ne 0 ] && printf '%s' "$out" | grep -q "waiting for the card: another program is using it" &&
-    printf '%s' "$out" | grep -q "nothing was changed"; then
+  if [ "$rc" -ne 0 ] && printf '%s' "$out" | grep >/dev/null "waiting for the card: another program is using it" &&
+    printf '%s' "$out" | grep >/dev/null "nothing was changed"; then
     ok "[$ph] --wait 1 while another program holds the card: gives up after $((SECONDS - t0)) s, says it waited and that nothing was changed"
   else
     notok "[$ph] --wait 1 while another program holds the card gives up with a clear message" "exit $rc: $out"
@@ -654,8 +654,8 @@ phase_waiting() {
   out=$(TS --wait 20 --password-file "$PW" --pin-file "$(pinfile "$P0")" import "$FIX/rsa-legacy.p12" --slot 9a --backup-dir "$D/bk" 2>&1)
   rc=$?
   wait "$holder" 2>/dev/null
-  if [ "$rc" -eq 0 ] && printf '%s' "$out" | grep -q "waiting for the card: another program is using it" &&
-    printf '%s' "$out" | grep -q "verified it: ok"; then
+  if [ "$rc" -eq 0 ] && printf '%s' "$out" | grep >/dev/null "waiting for the card: another program is using it" &&
+    printf '%s' "$out" | grep >/dev/null "verified it: ok"; then
     ok "[$ph] --wait 20: says it is waiting, then loads the e-Cert once the card is free ($((SECONDS - t0)) s)"
   else
     notok "[$ph] --wait 20 waits, says so, then loads the e-Cert" "exit $rc: $out"

@@ -138,11 +138,11 @@ else notok "p11tool --list-all-certs lists the 9A and 9D certificates (exit $RC)
 # (--provider; p11-kit also loads OpenSC's module and its trust store, each a token of its own)
 # the card is one token and is picked; with card-auth-token on it is two, and p11tool gives up.
 run U timeout 30 p11tool --provider "$MODULE" --list-all-certs
-if [ "$RC" -eq 0 ] && printf '%s\n' "$OUT" | grep -q 'Label: Certificate for PIV Authentication'; then
+if [ "$RC" -eq 0 ] && printf '%s\n' "$OUT" | grep >/dev/null 'Label: Certificate for PIV Authentication'; then
   ok "p11tool --provider MODULE --list-all-certs without a URL lists the card's certificates (exit 0)"
 else notok "p11tool --provider MODULE --list-all-certs without a URL lists the card's certificates (exit $RC)" "$OUT"; fi
 run U env TESSERA_CARD_AUTH_TOKEN=1 timeout 30 p11tool --provider "$MODULE" --list-all-certs
-if [ "$RC" -ne 0 ] && printf '%s\n' "$OUT" | grep -q 'no token URL was provided'; then
+if [ "$RC" -ne 0 ] && printf '%s\n' "$OUT" | grep >/dev/null 'no token URL was provided'; then
   ok "…while with card-auth-token on (two tokens) p11tool cannot pick one: the reason it is off by default"
 else notok "with card-auth-token on p11tool --list-all-certs has two tokens to choose from (exit $RC)" "$OUT"; fi
 rm -f "$UHOME/export01.pem"
@@ -161,7 +161,7 @@ expect_grep "…and the 9D key" 'Label: KEY MAN key' \
 # so an object= URL finds no public key ("Cannot import public key").
 for id in 01 03; do
   run U timeout 60 p11tool --test-sign --login --set-pin="$PIN" "$URI_TOKEN;id=%$id;type=private"
-  if [ "$RC" -eq 0 ] && printf '%s\n' "$OUT" | grep -q 'Verifying against public key in the token... ok'; then
+  if [ "$RC" -eq 0 ] && printf '%s\n' "$OUT" | grep >/dev/null 'Verifying against public key in the token... ok'; then
     ok "p11tool --test-sign --login --set-pin=… '$URI_TOKEN;id=%$id;type=private': $(printf '%s\n' "$OUT" | grep -m1 -o 'Signing using [^.]*') ok, verified against the token's public key"
   else
     notok "p11tool --test-sign --login '…;id=%$id;type=private' (exit $RC)" "$OUT"
@@ -171,7 +171,7 @@ done
 # 9E: on the one token GnuTLS asks for the PIN first (the token needs a login, as NSS does);
 # with card-auth-token on, 9E is on a login-free token of its own and signs without any PIN
 run U timeout 60 p11tool --test-sign --login --set-pin="$PIN" "$URI_TOKEN;id=%04;type=private"
-if [ "$RC" -eq 0 ] && printf '%s\n' "$OUT" | grep -q 'Verifying against public key in the token... ok'; then
+if [ "$RC" -eq 0 ] && printf '%s\n' "$OUT" | grep >/dev/null 'Verifying against public key in the token... ok'; then
   ok "p11tool --test-sign '$URI_TOKEN;id=%04;type=private': 9E signs, verified against the token's public key"
 else
   notok "p11tool --test-sign '$URI_TOKEN;id=%04;type=private' (exit $RC)" "$OUT"
@@ -179,7 +179,7 @@ else
 fi
 URI_AUTH="pkcs11:token=Tessera%20PIV%20%23$SERIAL%20Card%20Auth"
 run U env TESSERA_CARD_AUTH_TOKEN=1 timeout 60 p11tool --test-sign "$URI_AUTH;id=%04;type=private"
-if [ "$RC" -eq 0 ] && printf '%s\n' "$OUT" | grep -q 'Verifying against public key in the token... ok'; then
+if [ "$RC" -eq 0 ] && printf '%s\n' "$OUT" | grep >/dev/null 'Verifying against public key in the token... ok'; then
   ok "card-auth-token on: p11tool --test-sign (no --login) '$URI_AUTH;id=%04;type=private': 9E signs without a PIN"
 else
   notok "card-auth-token on: p11tool --test-sign (no --login) '$URI_AUTH;id=%04;type=private' (exit $RC)" "$OUT"
@@ -204,7 +204,7 @@ unset GNUTLS_PIN
 # unregistering removes the file and p11-kit no longer lists the module
 expect_ok "tessera register p11-kit --user --remove" U "$TESSERA_BIN" register p11-kit --user --remove
 run U timeout 30 p11-kit list-modules
-if ! printf '%s\n' "$OUT" | grep -q "^tessera:"; then ok "after --remove p11-kit list-modules no longer shows tessera"
+if ! printf '%s\n' "$OUT" | grep >/dev/null "^tessera:"; then ok "after --remove p11-kit list-modules no longer shows tessera"
 else notok "after --remove p11-kit list-modules no longer shows tessera" "$OUT"; fi
 
 stop_card

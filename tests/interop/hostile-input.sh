@@ -98,9 +98,9 @@ no_localkeyid_is_wellformed() {
   local out
   out=$(openssl pkcs12 -in "$FX/nolocalkeyid.p12" -passin "file:$FX/pw" -info -nodes 2>&1) ||
     { echo "openssl rejects it: $out"; return 1; }
-  printf '%s\n' "$out" | grep -q 'PRIVATE KEY' || { echo "no key"; return 1; }
-  printf '%s\n' "$out" | grep -q 'BEGIN CERTIFICATE' || { echo "no certificate"; return 1; }
-  ! printf '%s\n' "$out" | grep -qi 'localKeyID' || { echo "still has a localKeyID"; return 1; }
+  printf '%s\n' "$out" | grep >/dev/null 'PRIVATE KEY' || { echo "no key"; return 1; }
+  printf '%s\n' "$out" | grep >/dev/null 'BEGIN CERTIFICATE' || { echo "no certificate"; return 1; }
+  ! printf '%s\n' "$out" | grep >/dev/null -i 'localKeyID' || { echo "still has a localKeyID"; return 1; }
 }
 check "fixture nolocalkeyid.p12: MAC verified by openssl, key and certificate read, no localKeyID anywhere" \
   no_localkeyid_is_wellformed
@@ -130,7 +130,7 @@ refuse() {
   run "$@"
   if [ "$RC" -eq 0 ] || ! printf '%s\n' "$OUT" | grep -Eq -- "$re"; then
     notok "refused: $what (exit $RC, wanted /$re/)" "$OUT"
-  elif [[ "$re" != *"wrong password"* ]] && printf '%s\n' "$OUT" | grep -qi 'wrong password'; then
+  elif [[ "$re" != *"wrong password"* ]] && printf '%s\n' "$OUT" | grep >/dev/null -i 'wrong password'; then
     notok "refused: $what, and not as a wrong password" "$OUT"
   else
     ok "refused: $what ($(printf '%s\n' "$OUT" | tail -n 1 | cut -c1-240))"
@@ -165,7 +165,7 @@ measured() {
 # ---- the loop .p12: handled, fast, bounded ------------------------------------------------------
 measured "loop.p12 (CA certificates naming each other as issuer) imported" \
   "$FX/pw" "$FX/pin" "$FX/loop.p12"
-if [ "$RC" -eq 0 ] && printf '%s\n' "$OUT" | grep -q 'verified it: ok'; then
+if [ "$RC" -eq 0 ] && printf '%s\n' "$OUT" | grep >/dev/null 'verified it: ok'; then
   ok "loop.p12: the key was loaded and proven"
 else notok "loop.p12: the key was loaded and proven (exit $RC)" "$OUT"; fi
 expect_grep "loop.p12: both CA certificates stored with it, once each (export --chain: 3 certificates)" '^3$' \

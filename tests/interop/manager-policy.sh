@@ -86,7 +86,7 @@ truncate -s 200 "$D/broken.json"
 expect_status "a truncated card file exits 5 and names the file, not 'insert a card'" 5 'broken\.json.*cannot be used' \
   T --vcard "$D/broken.json" status
 run T --vcard "$D/broken.json" status
-if printf '%s' "$OUT" | grep -qi 'insert'; then notok "the damaged card file message never says insert" "$OUT"
+if printf '%s' "$OUT" | grep >/dev/null -i 'insert'; then notok "the damaged card file message never says insert" "$OUT"
 else ok "the damaged card file message never says insert"; fi
 expect_grep "doctor names the damaged card file" 'virtual card: .*broken\.json cannot be used' \
   sh -c "'$TESSERA_BIN' --vcard '$D/broken.json' doctor; true"

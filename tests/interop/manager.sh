@@ -363,7 +363,7 @@ scenario() {
     ok "[$MODE] the request's subject is unchanged ($subj_old)"
   else notok "[$MODE] the request's subject is unchanged (want $subj_old)" "$OUT"; fi
   run openssl req -in "$W/ren.csr" -noout -text
-  if printf '%s\n' "$OUT" | grep -q 'email:mari@example.ee'; then ok "[$MODE] the request carries the subjectAltName e-mail"
+  if printf '%s\n' "$OUT" | grep >/dev/null 'email:mari@example.ee'; then ok "[$MODE] the request carries the subjectAltName e-mail"
   else notok "[$MODE] the request carries the subjectAltName e-mail" "$OUT"; fi
   new_key_differs() {
     local a b
@@ -445,7 +445,7 @@ scenario() {
   label="Tessera PIV #$serial"
   nick="$label:Certificate for Digital Signature"
   run NSSENV certutil -L -h all -d "sql:$prof"
-  if [ "$RC" -eq 0 ] && printf '%s\n' "$OUT" | grep -qF "$nick"; then ok "[$MODE] certutil -L -h all lists the card's certificate ($nick)"
+  if [ "$RC" -eq 0 ] && printf '%s\n' "$OUT" | grep >/dev/null -F "$nick"; then ok "[$MODE] certutil -L -h all lists the card's certificate ($nick)"
   else notok "[$MODE] certutil -L -h all lists the card's certificate ($nick)" "$OUT"; fi
   rm -f "$W/nss-9c.pem"
   nss_cert() { NSSENV certutil -L -d "sql:$prof" -n "$nick" -a >"$W/nss-9c.pem"; }
@@ -460,10 +460,10 @@ scenario() {
   else notok "[$MODE] the second run is idempotent (modutil lists the module once)" "$OUT"; fi
   expect_ok "[$MODE] register firefox --remove" TS register firefox --profile "$prof" --module "$MODULE" --remove
   run modutil -list -dbdir "sql:$prof"
-  if [ "$RC" -eq 0 ] && ! printf '%s\n' "$OUT" | grep -qF "$MODULE"; then ok "[$MODE] --remove: modutil no longer lists the module"
+  if [ "$RC" -eq 0 ] && ! printf '%s\n' "$OUT" | grep >/dev/null -F "$MODULE"; then ok "[$MODE] --remove: modutil no longer lists the module"
   else notok "[$MODE] --remove: modutil no longer lists the module" "$OUT"; fi
   run NSSENV certutil -L -h all -d "sql:$prof"
-  if [ "$RC" -eq 0 ] && ! printf '%s\n' "$OUT" | grep -qF "$label"; then ok "[$MODE] --remove: certutil no longer lists the card's certificates"
+  if [ "$RC" -eq 0 ] && ! printf '%s\n' "$OUT" | grep >/dev/null -F "$label"; then ok "[$MODE] --remove: certutil no longer lists the card's certificates"
   else notok "[$MODE] --remove: certutil no longer lists the card's certificates" "$OUT"; fi
 
   # p11-kit module file (per user, in a private HOME)
@@ -496,7 +496,7 @@ scenario() {
   else notok "[$MODE] doctor --json parses" "$OUT"; fi
   expect_grep "[$MODE] demo exits 0 with every step verified" 'all [0-9]+ steps verified' TS demo
   run TS completions bash
-  if [ "$RC" -eq 0 ] && printf '%s\n' "$OUT" | grep -q 'complete .*tessera' && bash -n <(printf '%s\n' "$OUT"); then
+  if [ "$RC" -eq 0 ] && printf '%s\n' "$OUT" | grep >/dev/null 'complete .*tessera' && bash -n <(printf '%s\n' "$OUT"); then
     ok "[$MODE] completions bash prints a completion script (bash -n parses it)"
   else notok "[$MODE] completions bash prints a completion script" "$(printf '%s\n' "$OUT" | tail -n 5)"; fi
 
@@ -506,7 +506,7 @@ scenario() {
   status_is "status after setup: no factory warnings, management key not default" \
     '(.pin.factory_default | not) and (.puk.factory_default | not) and (.management_key_default | not) and ([.warnings[] | select(test("factory"))] | length) == 0'
   run TS status
-  if [ "$RC" -eq 0 ] && ! printf '%s\n' "$OUT" | grep -qi 'factory'; then ok "[$MODE] status (text) after setup: no factory warnings"
+  if [ "$RC" -eq 0 ] && ! printf '%s\n' "$OUT" | grep >/dev/null -i 'factory'; then ok "[$MODE] status (text) after setup: no factory warnings"
   else notok "[$MODE] status (text) after setup: no factory warnings" "$OUT"; fi
   if [ "$MODE" = pcscd ]; then
     expect_fail_grep "[$MODE] yubico-piv-tool can no longer authenticate with the default management key" \
@@ -577,7 +577,7 @@ scenario() {
   puk_tries_are 0 3
   status_is "status: a warning says the PUK is blocked" '[.warnings[] | select(test("PUK is blocked"))] | length == 1'
   run TS status
-  if [ "$RC" -eq 0 ] && printf '%s\n' "$OUT" | grep -Eq 'PUK: +0 of 3' && printf '%s\n' "$OUT" | grep -q 'PUK is blocked'; then
+  if [ "$RC" -eq 0 ] && printf '%s\n' "$OUT" | grep -Eq 'PUK: +0 of 3' && printf '%s\n' "$OUT" | grep >/dev/null 'PUK is blocked'; then
     ok "[$MODE] status (text): PUK 0 of 3 and blocked"
   else notok "[$MODE] status (text): PUK 0 of 3 and blocked" "$OUT"; fi
   expect_fail_grep "[$MODE] the right PUK is refused while blocked" 'PUK is blocked' \

@@ -112,7 +112,7 @@ else ok "NSS reads OpenSSL 3's default PKCS#12 (pk12util into a softoken databas
 
 rm -f "$TESSERA_LOG_FILE"
 run env TESSERA_LOG=debug pk12util -i "$D/ecert.p12" -h "$TOKEN" -d "$DB" -w "$D/p12pass" -k "$D/pinfile"
-if [ "$RC" -eq 0 ] && printf '%s\n' "$OUT" | grep -q 'PKCS12 IMPORT SUCCESSFUL'; then
+if [ "$RC" -eq 0 ] && printf '%s\n' "$OUT" | grep >/dev/null 'PKCS12 IMPORT SUCCESSFUL'; then
   ok "pk12util -i ecert.p12 -h '$TOKEN' loads key and certificate onto the card"
   P12_OK=1
 else

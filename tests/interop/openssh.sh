@@ -118,7 +118,7 @@ SSH_OPTS=(-F /dev/null -o IdentitiesOnly=yes -o IdentityFile="$D/cert-key.pub" -
   -p "$PORT")
 run env SSH_ASKPASS="$D/askpass" SSH_ASKPASS_REQUIRE=force DISPLAY=:0 setsid -w \
   timeout 60 ssh -I "$MODULE" "${SSH_OPTS[@]}" root@127.0.0.1 echo card-login-ok
-if [ "$RC" -eq 0 ] && printf '%s\n' "$OUT" | grep -qx 'card-login-ok'; then
+if [ "$RC" -eq 0 ] && printf '%s\n' "$OUT" | grep >/dev/null -x 'card-login-ok'; then
   ok "ssh -I libtessera_pkcs11.so root@127.0.0.1 echo card-login-ok prints card-login-ok"
 else
   notok "ssh -I libtessera_pkcs11.so root@127.0.0.1 echo card-login-ok (exit $RC)" "$OUT"
@@ -135,7 +135,7 @@ else notok "sshd log: 'Accepted publickey for root' with the card key's fingerpr
 # the same with -o PKCS11Provider= (what ~/.ssh/config would say)
 run env SSH_ASKPASS="$D/askpass" SSH_ASKPASS_REQUIRE=force DISPLAY=:0 setsid -w \
   timeout 60 ssh -o PKCS11Provider="$MODULE" "${SSH_OPTS[@]}" root@127.0.0.1 echo card-login-ok-2
-if [ "$RC" -eq 0 ] && printf '%s\n' "$OUT" | grep -qx 'card-login-ok-2'; then
+if [ "$RC" -eq 0 ] && printf '%s\n' "$OUT" | grep >/dev/null -x 'card-login-ok-2'; then
   ok "ssh -o PKCS11Provider=libtessera_pkcs11.so logs in as well"
 else notok "ssh -o PKCS11Provider=libtessera_pkcs11.so logs in as well (exit $RC)" "$OUT"; fi
 
@@ -144,7 +144,7 @@ printf '#!/bin/sh\necho 654321\n' >"$D/askpass-wrong"
 chmod 700 "$D/askpass-wrong"
 run env SSH_ASKPASS="$D/askpass-wrong" SSH_ASKPASS_REQUIRE=force DISPLAY=:0 setsid -w \
   timeout 60 ssh -I "$MODULE" "${SSH_OPTS[@]}" root@127.0.0.1 echo should-not-run
-if [ "$RC" -ne 0 ] && ! printf '%s\n' "$OUT" | grep -q 'should-not-run'; then
+if [ "$RC" -ne 0 ] && ! printf '%s\n' "$OUT" | grep >/dev/null 'should-not-run'; then
   ok "with a wrong PIN ssh does not log in"
 else notok "with a wrong PIN ssh does not log in (exit $RC)" "$OUT"; fi
 expect_grep "the right PIN still works after one wrong try" 'card-login-ok-3' \

@@ -92,7 +92,7 @@ objects_have "-O without login: 3 public keys (EC 256 01, RSA 2048 02, EC 384 03
   'Public Key Object; RSA 2048 bits label: SIGN pubkey ID: 02 ' \
   'Public Key Object; EC EC_POINT 384 bits [^;]*label: KEY MAN pubkey ID: 03 '
 objects_have "-O without login: a CKO_PROFILE (CKP_PUBLIC_CERTIFICATES_TOKEN)" 'profile_id: CKP_PUBLIC_CERTIFICATES_TOKEN'
-if printf '%s\n' "$OUT" | grep -q 'Private Key Object'; then
+if printf '%s\n' "$OUT" | grep >/dev/null 'Private Key Object'; then
   notok "-O without login shows no private keys of 9A/9C/9D" "$OUT"
 else ok "-O without login shows no private keys of 9A/9C/9D"; fi
 run T -O --login --pin "$PIN"
@@ -204,7 +204,7 @@ sign "SHA256-RSA-PKCS for C_Verify" 02 SHA256-RSA-PKCS "$D/data" "$D/sig" &&
 head -c 1000 /dev/urandom >"$D/other"
 # (pkcs11-tool 0.23 prints "Invalid signature" but exits 0 for CKR_SIGNATURE_INVALID)
 run T --verify --id 02 -m SHA256-RSA-PKCS -i "$D/other" --signature-file "$D/sig"
-if printf '%s\n' "$OUT" | grep -q 'Invalid signature' && ! printf '%s\n' "$OUT" | grep -q 'Signature is valid'; then
+if printf '%s\n' "$OUT" | grep >/dev/null 'Invalid signature' && ! printf '%s\n' "$OUT" | grep >/dev/null 'Signature is valid'; then
   ok "--verify of the signature over other data: invalid"
 else notok "--verify of the signature over other data: invalid (exit $RC)" "$OUT"; fi
 sign "ECDSA-SHA256 for C_Verify" 01 ECDSA-SHA256 "$D/data" "$D/sig" &&
@@ -266,7 +266,7 @@ else notok "-L: the card is two tokens, '$AUTH_TOKEN' without 'login required'" 
 expect_fail "--keypairgen --id 04 on the main token is refused (9E is written through '$AUTH_TOKEN')" \
   T --login --pin "$PIN" --keypairgen --key-type EC:prime256v1 --id 04
 run TA -O
-if [ "$RC" -eq 0 ] && ! printf '%s\n' "$OUT" | grep -q 'Object;'; then ok "the refused --keypairgen left 9E empty"
+if [ "$RC" -eq 0 ] && ! printf '%s\n' "$OUT" | grep >/dev/null 'Object;'; then ok "the refused --keypairgen left 9E empty"
 else notok "the refused --keypairgen left 9E empty (exit $RC)" "$OUT"; fi
 gate "--keypairgen EC:prime256v1 --id 04 on '$AUTH_TOKEN' (with the card's PIN)" \
   TA --login --pin "$PIN" --keypairgen --key-type EC:prime256v1 --id 04
@@ -277,7 +277,7 @@ gate "9E certificate written through '$AUTH_TOKEN'" \
   TA --login --pin "$PIN" --write-object "$D/cert04.der" --type cert --id 04
 sign_auth() { rm -f "$D/sig04"; TA --sign --id 04 -m ECDSA-SHA256 --signature-format openssl -i "$D/data" -o "$D/sig04"; }
 run sign_auth
-if [ "$RC" -eq 0 ] && ! printf '%s\n' "$OUT" | grep -qi 'login'; then ok "ECDSA-SHA256 with 9E from '$AUTH_TOKEN' without --login"
+if [ "$RC" -eq 0 ] && ! printf '%s\n' "$OUT" | grep >/dev/null -i 'login'; then ok "ECDSA-SHA256 with 9E from '$AUTH_TOKEN' without --login"
 else notok "ECDSA-SHA256 with 9E from '$AUTH_TOKEN' without --login (exit $RC)" "$OUT"; fi
 verified "the 9E signature made without a PIN verifies (openssl dgst -sha256)" \
   openssl dgst -sha256 -verify "$D/pub04.pem" -signature "$D/sig04" "$D/data"
@@ -309,7 +309,7 @@ fi
 expect_grep "--change-pin 123456 -> 654321 (public session)" 'PIN successfully changed' \
   T --change-pin --pin "$PIN" --new-pin 654321
 run T -L
-if [ "$RC" -eq 0 ] && ! printf '%s\n' "$OUT" | grep -q 'user PIN to be changed'; then
+if [ "$RC" -eq 0 ] && ! printf '%s\n' "$OUT" | grep >/dev/null 'user PIN to be changed'; then
   ok "-L: 'user PIN to be changed' cleared after the change"
 else notok "-L: 'user PIN to be changed' cleared after the change (exit $RC)" "$OUT"; fi
 expect_grep "login with the new PIN works (-O lists private keys)" 'Private Key Object' T -O --login --pin 654321

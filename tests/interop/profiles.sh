@@ -180,7 +180,7 @@ for PROFILE in $PROFILES; do
         if [ "$RC" -eq 0 ]; then ok "$tag tessera renew request (new key staged on the card)"
         else notok "$tag tessera renew request" "$OUT"; fi ;;
       *)
-        if [ "$RC" -ne 0 ] && printf '%s' "$OUT" | grep -q "renewal with an on-card key needs a card that"; then
+        if [ "$RC" -ne 0 ] && printf '%s' "$OUT" | grep >/dev/null "renewal with an on-card key needs a card that"; then
           ok "$tag tessera renew request refused in words (no GET METADATA / MOVE KEY)"
         else
           notok "$tag tessera renew request refused in words (exit $RC)" "$OUT"
@@ -193,13 +193,13 @@ for PROFILE in $PROFILES; do
     run TS --password-file "$D/pw" --pin-file "$D/pin2" import "$D/file.p12" --slot 9d
     case "$PROFILE" in
       piv-basic)
-        if [ "$RC" -ne 0 ] && printf '%s' "$OUT" | grep -q "this card cannot take a new key from a file" && [ "$(card_bytes)" = "$before" ]; then
+        if [ "$RC" -ne 0 ] && printf '%s' "$OUT" | grep >/dev/null "this card cannot take a new key from a file" && [ "$(card_bytes)" = "$before" ]; then
           ok "$tag tessera import refused in words (no key import), card untouched"
         else
           notok "$tag tessera import refused in words (no key import), card untouched (exit $RC)" "$OUT"
         fi ;;
       *)
-        if [ "$RC" -eq 0 ] && printf '%s' "$OUT" | grep -q "verified it: ok"; then ok "$tag tessera import of an e-Cert file into 9d"
+        if [ "$RC" -eq 0 ] && printf '%s' "$OUT" | grep >/dev/null "verified it: ok"; then ok "$tag tessera import of an e-Cert file into 9d"
         else notok "$tag tessera import of an e-Cert file into 9d (exit $RC)" "$OUT"; fi ;;
     esac
     before=$(card_bytes)
@@ -208,7 +208,7 @@ for PROFILE in $PROFILES; do
       yubikey-5.7)
         if [ "$RC" -eq 0 ]; then ok "$tag tessera delete --slot 9a"; else notok "$tag tessera delete --slot 9a" "$OUT"; fi ;;
       *)
-        if [ "$RC" -ne 0 ] && printf '%s' "$OUT" | grep -q "this card cannot delete a key" && [ "$(card_bytes)" = "$before" ]; then
+        if [ "$RC" -ne 0 ] && printf '%s' "$OUT" | grep >/dev/null "this card cannot delete a key" && [ "$(card_bytes)" = "$before" ]; then
           ok "$tag tessera delete refused in words (no MOVE KEY), card untouched"
         else
           notok "$tag tessera delete refused in words (no MOVE KEY), card untouched (exit $RC)" "$OUT"
@@ -219,7 +219,7 @@ for PROFILE in $PROFILES; do
     run TS --pin-file "$D/pin3" --puk-file "$D/puk" pin retries --pin 4 --puk 4
     case "$PROFILE" in
       piv-basic)
-        if [ "$RC" -ne 0 ] && printf '%s' "$OUT" | grep -q "this card cannot change its retry counts" && [ "$(card_bytes)" = "$before" ]; then
+        if [ "$RC" -ne 0 ] && printf '%s' "$OUT" | grep >/dev/null "this card cannot change its retry counts" && [ "$(card_bytes)" = "$before" ]; then
           ok "$tag tessera pin retries refused in words, card untouched"
         else
           notok "$tag tessera pin retries refused in words, card untouched (exit $RC)" "$OUT"

@@ -157,7 +157,7 @@ expect_grep "reset with PIN and PUK blocked" 'Successfully reset the application
 expect_grep "factory PIN verifies after reset" 'Successfully verified PIN' Y -a verify-pin -P 123456
 tries_left 3 "after reset"
 run Y -a status
-if [ "$RC" -eq 0 ] && ! printf '%s\n' "$OUT" | grep -q '^Slot '; then
+if [ "$RC" -eq 0 ] && ! printf '%s\n' "$OUT" | grep >/dev/null '^Slot '; then
   ok "status shows no certificates after reset"
 else
   notok "status shows no certificates after reset (exit $RC)" "$OUT"

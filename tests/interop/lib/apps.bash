@@ -53,7 +53,7 @@ bg_stop() {
   for i in $(seq 1 50); do
     kill -0 -- "-$g" 2>/dev/null || break
     # a group whose members are all zombies (PID 1 here does not reap) is gone for us
-    pgrep -g "$g" 2>/dev/null | while read -r p; do running "$p" && echo x; done | grep -q x || break
+    pgrep -g "$g" 2>/dev/null | while read -r p; do running "$p" && echo x; done | grep >/dev/null x || break
     sleep 0.1
   done
   kill -KILL -- "-$g" 2>/dev/null
