@@ -8,9 +8,9 @@
 use std::ffi::CString;
 use std::path::Path;
 use std::time::{Duration, Instant};
-use tessera_pkcs11::applet::piv::{self, ManagementAlgorithm, DEFAULT_MANAGEMENT_KEY};
-use tessera_pkcs11::card::{apdu, pcsc, with_transaction, Transport};
-use tessera_pkcs11::vcard::{CardFile, CardState, VirtualTransport};
+use tessera::applet::piv::{self, ManagementAlgorithm, DEFAULT_MANAGEMENT_KEY};
+use tessera::card::{apdu, pcsc, with_transaction, Transport};
+use tessera::vcard::{CardFile, CardState, VirtualTransport};
 
 const OBJECT: u32 = 0x5FC105;
 const SIZE: usize = 2048;

@@ -1022,11 +1022,8 @@ fn run() -> R<()> {
     // The card, served through the counting proxy.
     let dir = tempfile::tempdir().map_err(|e| format!("tempdir: {e}"))?;
     let card_path = dir.path().join("bench.card");
-    tessera_pkcs11::vcard::CardFile::create(
-        &card_path,
-        &tessera_pkcs11::vcard::CardState::factory(7_700_001),
-    )
-    .map_err(|e| format!("card file: {e}"))?;
+    tessera::vcard::CardFile::create(&card_path, &tessera::vcard::CardState::factory(7_700_001))
+        .map_err(|e| format!("card file: {e}"))?;
     wait_for_presence(&reader, false)?;
     let tap = Arc::new(Tap::default());
     let proxy_port = start_proxy(format!("127.0.0.1:{port}"), Arc::clone(&tap))?;
@@ -1175,7 +1172,7 @@ fn wait_for_card(reader: &str) -> R<()> {
 /// just stopped stays "present" for a moment; starting ours before pcscd noticed would talk to
 /// a card that is gone.
 fn wait_for_presence(reader: &str, present: bool) -> R<()> {
-    use tessera_pkcs11::card::pcsc;
+    use tessera::card::pcsc;
     let ctx = pcsc::establish().map_err(|e| format!("pcsc: {e}"))?;
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {

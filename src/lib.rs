@@ -1,11 +1,10 @@
-//! Tessera: smart-card middleware for PIV cards. The crate is both the PKCS#11 module
-//! (`libtessera_pkcs11.so`) and the library behind the `tessera` control manager. Layers, top
-//! to bottom: `pkcs11` (C ABI), `token`, `applet`, `card` (APDUs and transports), `vcard` (the
-//! software PIV card).
+//! Tessera's control manager: the use cases behind the `tessera` command (status, PIN and PUK,
+//! import and renewal of e-Certs, export, repair, the system check, browser registration, the
+//! virtual cards), on the core's typed card operations. The layers below are re-exported under
+//! the names the manager uses: `token`, `applet`, `card` (from `tessera-core`) and `vcard`
+//! (from `tessera-vcard`).
 
-pub mod applet;
-pub mod card;
+pub use tessera_core::{applet, card, logging, token};
+pub use tessera_vcard as vcard;
+
 pub mod manager;
-pub mod pkcs11;
-pub mod token;
-pub mod vcard;

@@ -11,14 +11,14 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
 use std::path::{Path, PathBuf};
-use tessera_pkcs11::applet::piv::change::{self, Recovered};
-use tessera_pkcs11::applet::piv::keys::{self, ImportKey, KeyAlgorithm, PinPolicy};
-use tessera_pkcs11::applet::piv::plans::{self, Caps, Load, NewKey};
-use tessera_pkcs11::applet::piv::{
+use tessera::applet::piv::change::{self, Recovered};
+use tessera::applet::piv::keys::{self, ImportKey, KeyAlgorithm, PinPolicy};
+use tessera::applet::piv::plans::{self, Caps, Load, NewKey};
+use tessera::applet::piv::{
     self, admin, KeySlot, ManagementAlgorithm, PinStatus, DEFAULT_MANAGEMENT_KEY,
 };
-use tessera_pkcs11::card::{with_transaction, CardError, Channel};
-use tessera_pkcs11::vcard::{CardFile, CardState, VirtualTransport};
+use tessera::card::{with_transaction, CardError, Channel};
+use tessera::vcard::{CardFile, CardState, VirtualTransport};
 
 const CAPS: Caps = Caps {
     metadata: true,
@@ -403,7 +403,7 @@ fn a_renewal_staged_and_installed_after_a_cut_anywhere() {
 /// with whichever PIN the card has.
 #[test]
 fn setup_never_loses_the_management_key() {
-    use tessera_pkcs11::applet::piv::change::{step, Change, Kind};
+    use tessera::applet::piv::change::{step, Change, Kind};
     let l = lab(6_100_006);
     let new_key = [7u8; 24];
     let setup = move |ch: &mut dyn Channel| -> Result<(), CardError> {

@@ -13,7 +13,7 @@ mod locate;
 
 use locate::EXPORTS;
 use std::collections::BTreeSet;
-use tessera_pkcs11::applet::piv::slots::KeySlot;
+use tessera::applet::piv::slots::KeySlot;
 
 const HEADER: &str = include_str!("../include/tessera_pkcs11.h");
 
@@ -61,39 +61,39 @@ fn constants_match_the_code() {
     );
     assert_eq!(
         define_str("TESSERA_PKCS11_MODULE_FILE"),
-        tessera_pkcs11::manager::register::MODULE_FILE
+        tessera::manager::register::MODULE_FILE
     );
     assert_eq!(
         define_str("TESSERA_PKCS11_MODULE_NAME"),
-        tessera_pkcs11::manager::register::MODULE_NAME
+        tessera::manager::register::MODULE_NAME
     );
     assert_eq!(
         define_str("TESSERA_PKCS11_MANUFACTURER"),
-        tessera_pkcs11::token::MANUFACTURER
+        tessera::token::MANUFACTURER
     );
     assert_eq!(
         define_str("TESSERA_PKCS11_LIBRARY_DESCRIPTION"),
-        tessera_pkcs11::token::LIBRARY_DESCRIPTION
+        tessera::token::LIBRARY_DESCRIPTION
     );
     assert_eq!(
         define_str("TESSERA_PKCS11_ENV_LOG"),
-        tessera_pkcs11::pkcs11::logging::ENV_LOG
+        tessera::logging::ENV_LOG
     );
     assert_eq!(
         define_str("TESSERA_PKCS11_ENV_LOG_FILE"),
-        tessera_pkcs11::pkcs11::logging::ENV_LOG_FILE
+        tessera::logging::ENV_LOG_FILE
     );
     assert_eq!(
         define_str("TESSERA_PKCS11_ENV_VCARD"),
-        tessera_pkcs11::vcard::ENV_VCARD
+        tessera::vcard::ENV_VCARD
     );
     assert_eq!(
         define("TESSERA_PKCS11_CARD_AUTH_SLOT_BASE"),
-        format!("{:#x}", tessera_pkcs11::token::library::CARD_AUTH_SLOT_BASE)
+        format!("{:#x}", tessera::token::library::CARD_AUTH_SLOT_BASE)
     );
     assert_eq!(
         define_str("TESSERA_PKCS11_CARD_AUTH_LABEL_SUFFIX"),
-        tessera_pkcs11::token::slot::CARD_AUTH_LABEL_SUFFIX
+        tessera::token::slot::CARD_AUTH_LABEL_SUFFIX
     );
     for (name, slot) in [
         (

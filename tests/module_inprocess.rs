@@ -22,7 +22,7 @@ use cryptoki_sys::*;
 use module_common::matrix::*;
 use module_common::*;
 use rsa::traits::PublicKeyParts;
-use tessera_pkcs11::applet::piv::{admin, keys, KeySlot, PinStatus};
+use tessera::applet::piv::{admin, keys, KeySlot, PinStatus};
 
 // ---- library, slots, tokens, mechanisms --------------------------------------------------------
 
@@ -139,7 +139,7 @@ fn mechanism_list_and_info() {
     let f = Fresh::new(4_100_003);
     let raw = raw_mechanism_list(f.slot);
     // The one mechanism table: the module lists exactly it, with its flags.
-    let table = &tessera_pkcs11::token::mechanism::TABLE;
+    let table = &tessera::token::mechanism::TABLE;
     assert_eq!(raw.len(), table.len(), "C_GetMechanismList lists the table");
     for e in table.iter() {
         assert!(
@@ -394,7 +394,7 @@ fn so_login_with_puk_and_init_pin_unblocks() {
         "C_InitPIN unblocks the PIN"
     );
     assert_eq!(
-        f.on_card(|ch| tessera_pkcs11::applet::piv::verify_pin(ch, Some(b"24681357"))),
+        f.on_card(|ch| tessera::applet::piv::verify_pin(ch, Some(b"24681357"))),
         PinStatus::Verified,
         "the new PIN is set on the card"
     );
@@ -425,7 +425,7 @@ fn set_pin_changes_pin_for_user_and_puk_for_so() {
     let s = f.user();
     s.set_pin(&pin(PIN), &pin("13572468")).unwrap();
     assert_eq!(
-        f.on_card(|ch| tessera_pkcs11::applet::piv::verify_pin(ch, Some(b"13572468"))),
+        f.on_card(|ch| tessera::applet::piv::verify_pin(ch, Some(b"13572468"))),
         PinStatus::Verified
     );
     let meta = f.on_card(|ch| keys::reference_metadata(ch, 0x80)).unwrap();
@@ -463,7 +463,7 @@ fn set_pin_changes_pin_for_user_and_puk_for_so() {
     s.init_pin(&pin("97531864")).unwrap();
     assert_eq!(f.on_card(puk_tries), 3);
     assert_eq!(
-        f.on_card(|ch| tessera_pkcs11::applet::piv::verify_pin(ch, Some(b"97531864"))),
+        f.on_card(|ch| tessera::applet::piv::verify_pin(ch, Some(b"97531864"))),
         PinStatus::Verified
     );
     s.logout().unwrap();
@@ -1471,7 +1471,7 @@ fn login_rules_between_user_and_so() {
     assert_rv(s.init_pin(&pin("12345")), RvError::PinLenRange);
     assert_eq!(f.on_card(puk_tries), 3);
     assert_eq!(
-        f.on_card(|ch| tessera_pkcs11::applet::piv::verify_pin(ch, Some(PIN.as_bytes()))),
+        f.on_card(|ch| tessera::applet::piv::verify_pin(ch, Some(PIN.as_bytes()))),
         PinStatus::Verified
     );
     s.logout().unwrap();
@@ -1884,16 +1884,16 @@ fn wait_for_slot_event_sees_removal_and_is_cancelled_by_finalize() {
 
 #[test]
 fn counters_and_identity_at_startup_come_from_the_card() {
-    let mut low = tessera_pkcs11::vcard::CardState::factory(4_100_040);
+    let mut low = tessera::vcard::CardState::factory(4_100_040);
     low.pin.tries_left = 1;
     low.puk.tries_left = 0;
-    let mut five = tessera_pkcs11::vcard::CardState::factory(4_100_041);
+    let mut five = tessera::vcard::CardState::factory(4_100_041);
     five.set_retries(5, 4);
     five.pin.tries_left = 4;
     let dir = tempfile::tempdir().unwrap();
     let (a, b) = (dir.path().join("a.json"), dir.path().join("b.json"));
-    tessera_pkcs11::vcard::CardFile::create(&a, &low).unwrap();
-    tessera_pkcs11::vcard::CardFile::create(&b, &five).unwrap();
+    tessera::vcard::CardFile::create(&a, &low).unwrap();
+    tessera::vcard::CardFile::create(&b, &five).unwrap();
     let init = Initialized::new(&[&a, &b]);
     let slots = init.pkcs11.get_all_slots().unwrap();
     let (sa, sb) = (slots[0], slots[1]);
@@ -1916,7 +1916,7 @@ fn counters_and_identity_at_startup_come_from_the_card() {
 
 #[test]
 fn writes_use_the_pin_protected_management_key() {
-    use tessera_pkcs11::applet::piv::{self, ManagementAlgorithm};
+    use tessera::applet::piv::{self, ManagementAlgorithm};
     let f = Fresh::new(4_100_042);
     let key: Vec<u8> = (0..32u8).map(|i| i.wrapping_mul(37) ^ 0xA5).collect();
     f.on_card(|ch| {
@@ -1944,7 +1944,7 @@ fn writes_use_the_pin_protected_management_key() {
 
 #[test]
 fn writes_are_refused_without_a_usable_management_key() {
-    use tessera_pkcs11::applet::piv::{self, ManagementAlgorithm};
+    use tessera::applet::piv::{self, ManagementAlgorithm};
     let f = Fresh::new(4_100_043);
     let key = [0x42u8; 16];
     f.on_card(|ch| {
@@ -2073,12 +2073,12 @@ fn the_token_label_stays_after_a_write() {
 #[test]
 fn the_module_finishes_an_interrupted_change_at_login() {
     use sha2::Digest;
-    use tessera_pkcs11::applet::piv::change;
-    use tessera_pkcs11::applet::piv::keys::{ImportKey, KeyAlgorithm, PinPolicy};
-    use tessera_pkcs11::applet::piv::plans::{self, Caps, Load, NewKey};
-    use tessera_pkcs11::applet::piv::{self, ManagementAlgorithm};
-    use tessera_pkcs11::card::{with_transaction, CardError, Channel};
-    use tessera_pkcs11::vcard::{CardFile, CardState, VirtualTransport};
+    use tessera::applet::piv::change;
+    use tessera::applet::piv::keys::{ImportKey, KeyAlgorithm, PinPolicy};
+    use tessera::applet::piv::plans::{self, Caps, Load, NewKey};
+    use tessera::applet::piv::{self, ManagementAlgorithm};
+    use tessera::card::{with_transaction, CardError, Channel};
+    use tessera::vcard::{CardFile, CardState, VirtualTransport};
 
     struct Cut<'a>(&'a mut dyn Channel, usize);
     impl Channel for Cut<'_> {
@@ -2206,10 +2206,10 @@ fn the_module_finishes_an_interrupted_change_at_login() {
 /// reported by `tessera status`); the rest of the card works.
 #[test]
 fn a_damaged_certificate_is_one_missing_object() {
-    use tessera_pkcs11::applet::piv::keys::{ImportKey, KeyAlgorithm, PinPolicy};
-    use tessera_pkcs11::applet::piv::plans::{self, Caps, Load, NewKey};
-    use tessera_pkcs11::applet::piv::{self, ManagementAlgorithm};
-    use tessera_pkcs11::vcard::{CardFile, CardState};
+    use tessera::applet::piv::keys::{ImportKey, KeyAlgorithm, PinPolicy};
+    use tessera::applet::piv::plans::{self, Caps, Load, NewKey};
+    use tessera::applet::piv::{self, ManagementAlgorithm};
+    use tessera::vcard::{CardFile, CardState};
 
     let dir = tempfile::tempdir().unwrap();
     let prep = dir.path().join("prep.json");
@@ -2313,11 +2313,8 @@ fn a_damaged_certificate_is_one_missing_object() {
 fn one_token_per_card_by_default() {
     let dir = tempfile::tempdir().unwrap();
     let card = dir.path().join("card.json");
-    tessera_pkcs11::vcard::CardFile::create(
-        &card,
-        &tessera_pkcs11::vcard::CardState::factory(4_100_097),
-    )
-    .unwrap();
+    tessera::vcard::CardFile::create(&card, &tessera::vcard::CardState::factory(4_100_097))
+        .unwrap();
     let init = Initialized::one_token_per_card(&[&card]);
     let slots = init.pkcs11.get_slots_with_token().unwrap();
     assert_eq!(slots.len(), 1, "one token for the one card: {slots:?}");

@@ -24,9 +24,9 @@ use std::ffi::CString;
 use std::process::{Child, Command as Process};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
-use tessera_pkcs11::applet::piv::PinStatus;
-use tessera_pkcs11::card::pcsc::{self, PcscTransport, ReaderInfo};
-use tessera_pkcs11::vcard::{CardFile, CardState};
+use tessera::applet::piv::PinStatus;
+use tessera::card::pcsc::{self, PcscTransport, ReaderInfo};
+use tessera::vcard::{CardFile, CardState};
 
 const MESSAGE: &[u8] = b"signed through pcscd";
 
@@ -146,9 +146,7 @@ impl Lab {
     /// card as it is.
     fn on_card<R>(
         &self,
-        f: impl FnOnce(
-            &mut dyn tessera_pkcs11::card::Channel,
-        ) -> Result<R, tessera_pkcs11::card::CardError>,
+        f: impl FnOnce(&mut dyn tessera::card::Channel) -> Result<R, tessera::card::CardError>,
     ) -> R {
         let name = CString::new(self.reader.name.clone()).unwrap();
         let mut t = PcscTransport::connect(&self.ctx, &name).expect("second connection");

@@ -1,5 +1,5 @@
 //! PKCS#12 files as others write them, and as an attacker would: the manager's reader
-//! (`tessera_pkcs11::manager::p12`) against fixtures that the openssl CLI makes at test time
+//! (`tessera::manager::p12`) against fixtures that the openssl CLI makes at test time
 //! (every MAC digest, PBES2 cipher and legacy PKCS#12 PBE OpenSSL 3 writes, with its legacy
 //! provider) and hostile files assembled here (CA certificates that name each other as issuer,
 //! a key bag without localKeyID, truncated, foreign and oversized files). Each test asserts the
@@ -10,7 +10,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
-use tessera_pkcs11::manager::p12::{self, P12File, Problem, WriteOptions};
+use tessera::manager::p12::{self, P12File, Problem, WriteOptions};
 
 const PASSWORD: &str = "envelope-2468";
 

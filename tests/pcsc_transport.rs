@@ -11,10 +11,10 @@
 use std::ffi::CString;
 use std::process::{Child, Command as Process};
 use std::time::{Duration, Instant};
-use tessera_pkcs11::applet::piv::{self, PinStatus};
-use tessera_pkcs11::card::pcsc::{self, PcscTransport, ReaderInfo};
-use tessera_pkcs11::card::{apdu, with_transaction, CardError, Transport};
-use tessera_pkcs11::vcard::{CardFile, CardState};
+use tessera::applet::piv::{self, PinStatus};
+use tessera::card::pcsc::{self, PcscTransport, ReaderInfo};
+use tessera::card::{apdu, with_transaction, CardError, Transport};
+use tessera::vcard::{CardFile, CardState};
 
 fn lab_port() -> Option<String> {
     match std::env::var("TESSERA_VPCD_PORT") {
@@ -81,7 +81,7 @@ fn pcsc_transport_against_pcscd_and_vpcd() {
     let ctx = pcsc::establish().expect("pcscd reachable");
     let server = serve(&path, &port);
     let reader = wait_for(&ctx, true);
-    assert_eq!(reader.atr, tessera_pkcs11::vcard::atr());
+    assert_eq!(reader.atr, tessera::vcard::atr());
     let name = CString::new(reader.name.clone()).unwrap();
     let mut card = PcscTransport::connect(&ctx, &name).unwrap();
     let t: &mut dyn Transport = &mut card;

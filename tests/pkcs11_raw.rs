@@ -39,8 +39,7 @@ fn virtual_card() -> Option<tempfile::TempDir> {
     }
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("card.json");
-    tessera_pkcs11::vcard::CardFile::create(&path, &tessera_pkcs11::vcard::CardState::factory(1))
-        .unwrap();
+    tessera::vcard::CardFile::create(&path, &tessera::vcard::CardState::factory(1)).unwrap();
     std::env::set_var("TESSERA_VCARD", &path);
     Some(dir)
 }
@@ -441,8 +440,8 @@ fn get_info() {
         (info.cryptokiVersion.major, info.cryptokiVersion.minor),
         (2, 40)
     );
-    let manufacturer = format!("{:<32}", tessera_pkcs11::token::MANUFACTURER);
-    let description = format!("{:<32}", tessera_pkcs11::token::LIBRARY_DESCRIPTION);
+    let manufacturer = format!("{:<32}", tessera::token::MANUFACTURER);
+    let description = format!("{:<32}", tessera::token::LIBRARY_DESCRIPTION);
     assert_eq!(&info.manufacturerID[..], manufacturer.as_bytes());
     assert_eq!(&info.libraryDescription[..], &description.as_bytes()[..32]);
     assert!(!info.manufacturerID.contains(&0));

@@ -67,3 +67,69 @@ fn the_manager_sends_no_apdu_and_builds_no_tlv() {
         found.join("\n")
     );
 }
+
+/// The crates `cargo tree` shows under `package` (normal dependencies only: what is linked).
+fn linked_crates(package: &str) -> Vec<String> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let out = std::process::Command::new(cargo)
+        .args([
+            "tree",
+            "--offline",
+            "-e",
+            "normal",
+            "--prefix",
+            "none",
+            "-p",
+            package,
+        ])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("cargo tree runs");
+    assert!(
+        out.status.success(),
+        "cargo tree -p {package} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    let mut names: Vec<String> = text
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .map(str::to_owned)
+        .collect();
+    names.sort();
+    names.dedup();
+    names
+}
+
+#[test]
+fn the_pkcs11_module_links_no_user_interface_library() {
+    let linked = linked_crates("tessera-pkcs11");
+    // The check can fail: the module does link the core and the software card.
+    for needed in ["tessera-core", "tessera-vcard", "cryptoki-sys"] {
+        assert!(
+            linked.iter().any(|c| c == needed),
+            "{needed} not in {linked:?}"
+        );
+    }
+    let ui = [
+        "clap",
+        "clap_complete",
+        "indicatif",
+        "rpassword",
+        "p12-keystore",
+        "pkcs12",
+        "cms",
+        "signal-hook",
+        "tessera",
+    ];
+    let found: Vec<_> = linked.iter().filter(|c| ui.contains(&c.as_str())).collect();
+    assert!(
+        found.is_empty(),
+        "libtessera_pkcs11.so links {found:?} (command-line or manager libraries)"
+    );
+    // The manager does link them: the list names real crates.
+    let manager = linked_crates("tessera");
+    for c in ["clap", "rpassword", "cms"] {
+        assert!(manager.iter().any(|m| m == c), "{c} not in tessera's tree");
+    }
+}

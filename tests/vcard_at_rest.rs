@@ -9,9 +9,9 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
-use tessera_pkcs11::card::apdu::{exchange, Command as Apdu};
-use tessera_pkcs11::card::Transport;
-use tessera_pkcs11::vcard::{CardFile, CardState, VirtualTransport};
+use tessera::card::apdu::{exchange, Command as Apdu};
+use tessera::card::Transport;
+use tessera::vcard::{CardFile, CardState, VirtualTransport};
 
 const PIN: &str = "123456";
 const PUK: &str = "12345678";
@@ -230,7 +230,7 @@ fn a_killed_writer_leaves_no_copy_others_can_read() {
     for tag in 0x5FC10B..0x5FC120u32 {
         state.objects.insert(
             tag,
-            tessera_pkcs11::vcard::state::certificate_object(&[0x30; 3000]),
+            tessera::vcard::state::certificate_object(&[0x30; 3000]),
         );
     }
     let mut file = CardFile::create(&card, &state).unwrap();

@@ -6,9 +6,9 @@
 
 use std::path::Path;
 use std::process::Command as Process;
-use tessera_pkcs11::applet::piv::{self, ManagementAlgorithm, DEFAULT_MANAGEMENT_KEY};
-use tessera_pkcs11::card::{with_transaction, Transport};
-use tessera_pkcs11::vcard::{CardFile, CardState, VirtualTransport};
+use tessera::applet::piv::{self, ManagementAlgorithm, DEFAULT_MANAGEMENT_KEY};
+use tessera::card::{with_transaction, Transport};
+use tessera::vcard::{CardFile, CardState, VirtualTransport};
 
 const ROUNDS: u32 = 40;
 const COUNTER: u32 = 0x5FFF20;

@@ -3,8 +3,8 @@
 //! never larger than the compressed format allows.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use tessera_pkcs11::applet::idprime::{atr, files, keys, Model, Profile, Protocol};
-use tessera_pkcs11::card::{CardError, Channel};
+use tessera_core::applet::idprime::{atr, files, keys, Model, Profile, Protocol};
+use tessera_core::card::{CardError, Channel};
 
 /// Answers each APDU with the next input record: a length byte, then that many bytes (data and
 /// status word); the card is "removed" when the input runs out.

@@ -3,8 +3,8 @@
 //! an error, never a panic or an endless loop. Also feeds the host PIV parsers.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use tessera_pkcs11::applet::piv;
-use tessera_pkcs11::card::{exchange, CardError, Channel, Command, Response};
+use tessera_core::applet::piv;
+use tessera_core::card::{exchange, CardError, Channel, Command, Response};
 
 struct Scripted<'a> {
     answers: std::slice::Split<'a, u8, fn(&u8) -> bool>,

@@ -1,7 +1,7 @@
 //! BER-TLV reader: any input parses or errors, and what parses re-encodes to the same bytes.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use tessera_pkcs11::card::{atr, tlv};
+use tessera_core::card::{atr, tlv};
 
 fuzz_target!(|data: &[u8]| {
     let mut rest = data;

@@ -4,8 +4,8 @@
 #![no_main]
 use libfuzzer_sys::fuzz_target;
 use once_cell::sync::Lazy;
-use tessera_pkcs11::vcard::seal::KdfCost;
-use tessera_pkcs11::vcard::{Applet, CardState, Profile};
+use tessera_vcard::seal::KdfCost;
+use tessera_vcard::{Applet, CardState, Profile};
 
 // The test cost of the PIN/PUK hash: every VERIFY the fuzzer makes costs microseconds, not the
 // ~30 ms of a real card file.

@@ -6,10 +6,10 @@
 #![no_main]
 use libfuzzer_sys::fuzz_target;
 use once_cell::sync::Lazy;
-use tessera_pkcs11::vcard::crypto::{attestation_root_certificate, KeyAlgorithm, PrivateKey};
-use tessera_pkcs11::vcard::idprime::model::Model;
-use tessera_pkcs11::vcard::idprime::{Applet, CertificateFormat, ECert, IdPrimeState};
-use tessera_pkcs11::vcard::seal::KdfCost;
+use tessera_vcard::crypto::{attestation_root_certificate, KeyAlgorithm, PrivateKey};
+use tessera_vcard::idprime::model::Model;
+use tessera_vcard::idprime::{Applet, CertificateFormat, ECert, IdPrimeState};
+use tessera_vcard::seal::KdfCost;
 
 static CARDS: Lazy<Vec<IdPrimeState>> = Lazy::new(|| {
     let ecert = |alg| {

@@ -1,5 +1,5 @@
 //! `tessera`, the control manager. This file parses the command line, asks for secrets and
-//! prints; the use cases live in the library (`tessera_pkcs11::manager`, `::vcard`).
+//! prints; the use cases live in the library (`tessera::manager`, `::vcard`).
 
 use clap::{CommandFactory, Parser, Subcommand};
 use std::io::Write;
@@ -7,8 +7,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
-use tessera_pkcs11::manager::{self, certs, pin, secret, status, Options};
-use tessera_pkcs11::vcard::{self, CardFile, CardState};
+use tessera::manager::{self, certs, pin, secret, status, Options};
+use tessera::vcard::{self, CardFile, CardState};
 use zeroize::Zeroizing;
 
 /// Tessera smart-card control manager: status, PIN/PUK, loading and renewing e-Certs.

@@ -192,7 +192,7 @@ pub struct CardSession {
 /// Starts the core once for this process, with the virtual card the options name.
 pub fn start(opts: &Options) -> Result<()> {
     // TESSERA_LOG / TESSERA_LOG_FILE work for the control manager as for the module.
-    crate::pkcs11::logging::init();
+    crate::logging::init();
     if let Some(path) = &opts.vcard {
         std::env::set_var(crate::vcard::ENV_VCARD, path);
     }

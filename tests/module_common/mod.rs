@@ -24,9 +24,9 @@ use cryptoki::types::AuthPin;
 use cryptoki_sys::{CK_FUNCTION_LIST, CK_RV, CK_SESSION_HANDLE, CK_SLOT_ID};
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard, OnceLock};
-use tessera_pkcs11::applet::piv::{self, admin, keys, KeySlot, PinStatus};
-use tessera_pkcs11::card::{self, CardError, Channel, Transport};
-use tessera_pkcs11::vcard::{CardFile, CardState, VirtualTransport};
+use tessera::applet::piv::{self, admin, keys, KeySlot, PinStatus};
+use tessera::card::{self, CardError, Channel, Transport};
+use tessera::vcard::{CardFile, CardState, VirtualTransport};
 
 /// Factory PIN and PUK of the virtual card.
 pub const PIN: &str = "123456";

@@ -7,9 +7,9 @@ use super::crypto::Hash;
 use super::files::{self, FID_CARDID, FID_CMAPFILE, FID_INDEX, FID_KEY_REFERENCE_MAP};
 use super::model::Model;
 use super::*;
-use crate::vcard::crypto::{attestation_root_certificate, KeyAlgorithm, PrivateKey};
-use crate::vcard::seal::KdfCost;
-use crate::vcard::{CardApplet, CardKind, CardState};
+use crate::crypto::{attestation_root_certificate, KeyAlgorithm, PrivateKey};
+use crate::seal::KdfCost;
+use crate::{CardApplet, CardKind, CardState};
 use rsa::traits::PublicKeyParts;
 use sha2::Digest;
 use std::sync::OnceLock;
@@ -660,7 +660,7 @@ fn card_state_round_trips_and_old_files_are_piv() {
     let back = CardState::from_json(&json).unwrap();
     assert_eq!(back, state);
     // The dispatcher presents the IDPrime ATR and answers with the IDPrime applet.
-    assert_eq!(crate::vcard::kind::atr(&back), Model::Idp3810.atr());
+    assert_eq!(crate::kind::atr(&back), Model::Idp3810.atr());
     let mut applet = CardApplet::for_state(&back);
     let mut back = back;
     let out = applet.process(
@@ -702,7 +702,7 @@ fn no_input_panics() {
 fn the_in_process_transport_presents_the_idprime_card() {
     use crate::card::apdu::{exchange, Command};
     use crate::card::Transport;
-    use crate::vcard::{CardFile, VirtualTransport};
+    use crate::{CardFile, VirtualTransport};
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("idprime.json");
     let mut state =

@@ -6,7 +6,7 @@
 //! shared/reference/IDPRIME-NOTES.md; where the notes could not say what a real card does, the
 //! choice is marked as ours.
 
-use crate::vcard::crypto::KeyAlgorithm;
+use crate::crypto::KeyAlgorithm;
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::str::FromStr;

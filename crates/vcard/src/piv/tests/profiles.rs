@@ -4,9 +4,9 @@
 //! card family lacks, with that family's status word.
 
 use super::*;
-use crate::vcard::crypto::PrivateKey;
-use crate::vcard::profile::{Extension, Profile};
-use crate::vcard::state::certificate_object;
+use crate::crypto::PrivateKey;
+use crate::profile::{Extension, Profile};
+use crate::state::certificate_object;
 use rsa::Pkcs1v15Sign;
 use sha2::{Digest, Sha256};
 
@@ -374,7 +374,7 @@ fn quirky_answers_oddly_where_the_standard_lets_it() {
 fn the_default_profile_is_the_card_as_it_was() {
     let c = Card::new();
     assert_eq!(c.state.profile, Profile::YubiKey57);
-    assert_eq!(c.state.atr(), crate::vcard::atr());
+    assert_eq!(c.state.atr(), crate::atr());
     for ext in Extension::ALL {
         assert!(c.state.profile.has(ext));
     }

@@ -72,7 +72,7 @@ macro_rules! cryptoki_fn {
         #[no_mangle]
         #[allow(non_snake_case)]
         pub unsafe extern "C" fn $name($($arg: $ty),*) -> cryptoki_sys::CK_RV {
-            $crate::pkcs11::entry::guard(stringify!($name), move || -> $crate::token::Result<()> {
+            $crate::entry::guard(stringify!($name), move || -> $crate::token::Result<()> {
                 $body
             })
         }
@@ -84,7 +84,7 @@ macro_rules! cryptoki_fn {
         #[doc = "As for the exported functions: pointers valid as PKCS#11 says."]
         #[allow(non_snake_case)]
         pub(crate) unsafe extern "C" fn $name($($arg: $ty),*) -> cryptoki_sys::CK_RV {
-            $crate::pkcs11::entry::guard(stringify!($name), move || -> $crate::token::Result<()> {
+            $crate::entry::guard(stringify!($name), move || -> $crate::token::Result<()> {
                 $body
             })
         }
@@ -97,7 +97,7 @@ macro_rules! cryptoki_fn {
 macro_rules! cryptoki_fixed {
     (export $rv:expr => $(fn $name:ident($($arg:ident: $ty:ty),* $(,)?);)*) => {
         $(
-            $crate::pkcs11::entry::cryptoki_fn! {
+            $crate::entry::cryptoki_fn! {
                 #[doc = concat!("`", stringify!($name), "`: not offered by Tessera; always `", stringify!($rv), "`.")]
                 export fn $name($($arg: $ty),*) {
                     $(let _ = $arg;)*
@@ -108,7 +108,7 @@ macro_rules! cryptoki_fixed {
     };
     (internal $rv:expr => $(fn $name:ident($($arg:ident: $ty:ty),* $(,)?);)*) => {
         $(
-            $crate::pkcs11::entry::cryptoki_fn! {
+            $crate::entry::cryptoki_fn! {
                 #[doc = concat!("`", stringify!($name), "`: not offered by Tessera; always `", stringify!($rv), "`.")]
                 fn $name($($arg: $ty),*) {
                     $(let _ = $arg;)*

@@ -6,9 +6,9 @@
 
 use super::{seal_sw, Apdu, Applet, PendingAuth, Reply, Sw};
 use crate::card::tlv;
-use crate::vcard::crypto::{self, CryptoError, KeyAlgorithm, MgmtAlgorithm, PrivateKey};
-use crate::vcard::profile::Profile;
-use crate::vcard::state::{
+use crate::crypto::{self, CryptoError, KeyAlgorithm, MgmtAlgorithm, PrivateKey};
+use crate::profile::Profile;
+use crate::state::{
     CardState, KeyError, KeyOrigin, PinPolicy, TouchPolicy, SLOT_ATTESTATION, TAG_ATTESTATION_CERT,
 };
 use zeroize::Zeroizing;

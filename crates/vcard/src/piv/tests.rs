@@ -6,9 +6,9 @@ mod profiles;
 
 use super::*;
 use crate::card::apdu::Command;
-use crate::vcard::crypto::{KeyAlgorithm, MgmtAlgorithm};
-use crate::vcard::seal::KdfCost;
-use crate::vcard::state::{CardState, DEFAULT_MGMT_KEY, SLOT_ATTESTATION, TAG_ATTESTATION_CERT};
+use crate::crypto::{KeyAlgorithm, MgmtAlgorithm};
+use crate::seal::KdfCost;
+use crate::state::{CardState, DEFAULT_MGMT_KEY, SLOT_ATTESTATION, TAG_ATTESTATION_CERT};
 use cipher::generic_array::GenericArray;
 use cipher::{BlockDecrypt, BlockEncrypt, KeyInit};
 use der::{Decode, Encode};
@@ -71,10 +71,10 @@ impl Card {
     /// A card of the default profile. PIN and PUK are hashed at the test cost (these tests
     /// verify hundreds of times); `state.rs` tests the default cost.
     fn new() -> Self {
-        Self::with_profile(crate::vcard::Profile::default())
+        Self::with_profile(crate::Profile::default())
     }
 
-    fn with_profile(profile: crate::vcard::Profile) -> Self {
+    fn with_profile(profile: crate::Profile) -> Self {
         Card {
             applet: Applet::new(),
             state: CardState::factory_with_cost(profile, SERIAL, KdfCost::TEST).unwrap(),

@@ -3,11 +3,14 @@
 //! Rust values (only in [`raw`]), calls `crate::token::library`, and maps the result to a
 //! CK_RV under `catch_unwind`. This layer knows pointers and nothing about APDUs or PIV.
 
+// The layers below (`crate::token`, …).
+use tessera_core::{logging, token};
+use tessera_vcard as vcard;
+
 pub mod crypto;
 mod entry;
 pub mod general;
 pub mod interface;
-pub mod logging;
 pub mod object;
 pub mod raw;
 pub mod session;

@@ -5,7 +5,7 @@
 //! card's references to them and checks input sizes. References from OpenSC's idprime driver
 //! (IDPRIME-NOTES.md §3.2).
 
-use crate::vcard::crypto::PrivateKey;
+use crate::crypto::PrivateKey;
 use rand_core::OsRng;
 use rsa::{Oaep, Pkcs1v15Encrypt, Pkcs1v15Sign, Pss};
 use zeroize::Zeroizing;

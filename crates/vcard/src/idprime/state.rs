@@ -8,8 +8,8 @@
 
 use super::files::{self, Container, IndexEntry, KeyReferenceRecord};
 use super::model::{self, Model};
-use crate::vcard::crypto::{KeyAlgorithm, PrivateKey, PublicKey};
-use crate::vcard::seal::{
+use crate::crypto::{KeyAlgorithm, PrivateKey, PublicKey};
+use crate::seal::{
     Credential, FileKey, KdfCost, Purpose, SealError, Sealed, StoragePublic, StorageSecret,
 };
 use serde::{Deserialize, Serialize};

@@ -1,5 +1,5 @@
 //! The PKCS#11 core: slots, tokens, sessions, objects, login state and operations, in Rust
-//! types. It receives decoded values from the C ABI layer (`crate::pkcs11`) and never sees a
+//! types. It receives decoded values from the C ABI layer (`tessera-pkcs11`) and never sees a
 //! raw pointer; it reaches cards only through applet drivers (`crate::applet`).
 //!
 //! Attribute values travel in their C byte representation (CK_ULONG native-endian, CK_BBOOL one

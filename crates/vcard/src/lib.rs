@@ -6,6 +6,9 @@
 //! the test bench's fault injector; it shares no code with the host-side PIV driver on purpose,
 //! so that one cannot hide the other's mistakes.
 
+// Card I/O from the core (`crate::card`): APDUs, TLV, ATRs, the transport it implements.
+use tessera_core::card;
+
 pub mod crypto;
 pub mod idprime;
 pub mod inproc;

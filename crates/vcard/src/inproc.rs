@@ -156,7 +156,7 @@ impl crate::card::Connector for VirtualConnector {
 mod tests {
     use super::*;
     use crate::card::apdu::{exchange, Command};
-    use crate::vcard::{CardState, Profile};
+    use crate::{CardState, Profile};
 
     /// Each profile's card presents its own ATR in-process, and long data reaches it the way
     /// that ATR allows: extended length or command chaining.
@@ -166,7 +166,7 @@ mod tests {
         for profile in Profile::ALL {
             let path = dir.path().join(format!("{profile}.json"));
             // A 9A certificate container: over 255 bytes each way.
-            let object = crate::vcard::state::certificate_object(&[0x30; 1500]);
+            let object = crate::state::certificate_object(&[0x30; 1500]);
             let mut state = CardState::factory_for(profile, 7);
             state.objects.insert(0x5FC105, object.clone());
             CardFile::create(&path, &state).unwrap();
