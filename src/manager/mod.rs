@@ -141,6 +141,12 @@ impl From<TokenError> for ManagerError {
     }
 }
 
+impl From<crate::token::mechanism::KeyError> for ManagerError {
+    fn from(e: crate::token::mechanism::KeyError) -> Self {
+        TokenError::from(e).into()
+    }
+}
+
 impl From<std::io::Error> for ManagerError {
     fn from(e: std::io::Error) -> Self {
         ManagerError {

@@ -3,4 +3,5 @@
 //! PKCS#11.
 
 pub mod idprime;
+pub mod keys;
 pub mod piv;

@@ -64,3 +64,9 @@ impl From<CardError> for Error {
         Self::new(rv)
     }
 }
+
+impl From<crate::applet::keys::KeyError> for Error {
+    fn from(e: crate::applet::keys::KeyError) -> Self {
+        Error::new(e.rv())
+    }
+}

@@ -9,16 +9,15 @@
 
 mod crypt;
 mod hash;
-mod keys;
 mod pad;
 mod sign;
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
+pub use crate::applet::keys::{Curve, KeyError, KeyInfo, PublicKey};
 pub use crypt::{check_ciphertext_len, decrypt_unpad, derived_value, ecdh_peer_point, encrypt};
 pub use hash::{Digester, HashAlg};
-pub use keys::{Curve, KeyInfo, PublicKey};
 pub use sign::{SignOp, VerifyOp};
 
 use super::{Error, MechParam, Mechanism, Result};

@@ -266,8 +266,14 @@ fn public_key_from_template(template: &[Attr]) -> Result<PublicKey> {
         attr::find_ulong(template, CKA_KEY_TYPE)?.ok_or(Error::new(CKR_TEMPLATE_INCOMPLETE))?;
     let get = |t| attr::find(template, t).ok_or(Error::new(CKR_TEMPLATE_INCOMPLETE));
     match key_type {
-        CKK_RSA => PublicKey::from_rsa_components(get(CKA_MODULUS)?, get(CKA_PUBLIC_EXPONENT)?),
-        CKK_EC => PublicKey::from_ec_components(get(CKA_EC_PARAMS)?, get(CKA_EC_POINT)?),
+        CKK_RSA => Ok(PublicKey::from_rsa_components(
+            get(CKA_MODULUS)?,
+            get(CKA_PUBLIC_EXPONENT)?,
+        )?),
+        CKK_EC => Ok(PublicKey::from_ec_components(
+            get(CKA_EC_PARAMS)?,
+            get(CKA_EC_POINT)?,
+        )?),
         _ => Err(Error::new(CKR_KEY_TYPE_INCONSISTENT)),
     }
 }

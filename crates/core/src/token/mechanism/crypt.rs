@@ -1,8 +1,8 @@
 //! RSA encryption with a public key on the host, the unpadding of what the card's raw private
 //! operation returns, and the host's share of ECDH1_DERIVE (peer point, derived value).
 
-use super::keys::{parse_ec_point, Curve, PublicKey};
 use super::{check_params, fixed_width, oaep_params, pad, sign::raw_public};
+use crate::applet::keys::{parse_ec_point, Curve, PublicKey};
 use crate::token::{Error, MechParam, Mechanism, Result};
 use cryptoki_sys::*;
 use rsa::traits::PublicKeyParts;

@@ -4,8 +4,8 @@
 //! same way and checks a signature with a [`PublicKey`].
 
 use super::hash::{Digester, HashAlg};
-use super::keys::{Curve, KeyInfo, PublicKey};
 use super::{check_params, fixed_width, pad, pss_params, signature_hash, PssParams};
+use crate::applet::keys::{Curve, KeyInfo, PublicKey};
 use crate::token::{Error, Mechanism, Result};
 use cryptoki_sys::*;
 use ecdsa::signature::hazmat::PrehashVerifier;

@@ -1,8 +1,34 @@
-//! What the mechanisms need to know about a key: its type and size ([`KeyInfo`]), the named
-//! curves ([`Curve`], with their CKA_EC_PARAMS encoding), and public keys ([`PublicKey`]) in
-//! the forms PKCS#11 attributes and certificates carry them.
+//! Public keys as every layer sees them: a key's type and size ([`KeyInfo`]), the named curves
+//! ([`Curve`], with their CKA_EC_PARAMS encoding), and public keys ([`PublicKey`]) in the forms
+//! PKCS#11 attributes and certificates carry them. Drivers report the keys on a card with
+//! these; the token layer's mechanisms use them (`token::mechanism` re-exports them).
 
-use crate::token::{Error, Result};
+/// Why a public key or curve was not accepted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum KeyError {
+    /// Malformed encoding, or values that do not make a usable key.
+    #[error("malformed public key")]
+    Invalid,
+    /// A curve other than P-256 and P-384.
+    #[error("curve not supported")]
+    UnsupportedCurve,
+    /// A key that is neither RSA nor EC.
+    #[error("key type not supported")]
+    UnsupportedType,
+}
+
+impl KeyError {
+    /// The PKCS#11 return value for this error where an attribute carried the key.
+    pub fn rv(self) -> CK_RV {
+        match self {
+            Self::Invalid => CKR_ATTRIBUTE_VALUE_INVALID,
+            Self::UnsupportedCurve => CKR_CURVE_NOT_SUPPORTED,
+            Self::UnsupportedType => CKR_KEY_TYPE_INCONSISTENT,
+        }
+    }
+}
+
+type Result<T> = std::result::Result<T, KeyError>;
 use cryptoki_sys::*;
 use der::asn1::{ObjectIdentifier, OctetStringRef};
 use der::{Decode, Encode};
@@ -81,13 +107,12 @@ impl Curve {
     pub fn parse_ec_params(der: &[u8]) -> Result<Self> {
         match der.first() {
             Some(0x06) => {
-                let oid = ObjectIdentifier::from_der(der)
-                    .map_err(|_| Error::new(CKR_ATTRIBUTE_VALUE_INVALID))?;
-                Self::from_oid(&oid).ok_or(Error::new(CKR_CURVE_NOT_SUPPORTED))
+                let oid = ObjectIdentifier::from_der(der).map_err(|_| KeyError::Invalid)?;
+                Self::from_oid(&oid).ok_or(KeyError::UnsupportedCurve)
             }
             // SEQUENCE (specifiedCurve) or NULL (implicitCA): valid, but not for us.
-            Some(0x30) | Some(0x05) => Err(Error::new(CKR_CURVE_NOT_SUPPORTED)),
-            _ => Err(Error::new(CKR_ATTRIBUTE_VALUE_INVALID)),
+            Some(0x30) | Some(0x05) => Err(KeyError::UnsupportedCurve),
+            _ => Err(KeyError::Invalid),
         }
     }
 
@@ -148,8 +173,8 @@ impl PublicKey {
     /// Malformed → CKR_ATTRIBUTE_VALUE_INVALID; an algorithm other than RSA or EC →
     /// CKR_KEY_TYPE_INCONSISTENT; another curve → CKR_CURVE_NOT_SUPPORTED.
     pub fn from_spki_der(der: &[u8]) -> Result<Self> {
-        fn invalid<E>(_: E) -> Error {
-            Error::new(CKR_ATTRIBUTE_VALUE_INVALID)
+        fn invalid<E>(_: E) -> KeyError {
+            KeyError::Invalid
         }
         let info = spki::SubjectPublicKeyInfoRef::from_der(der).map_err(invalid)?;
         let alg = &info.algorithm;
@@ -159,10 +184,10 @@ impl PublicKey {
                 .map_err(invalid);
         }
         if alg.oid != ID_EC_PUBLIC_KEY {
-            return Err(Error::new(CKR_KEY_TYPE_INCONSISTENT));
+            return Err(KeyError::UnsupportedType);
         }
         let curve_oid = alg.parameters_oid().map_err(invalid)?;
-        match Curve::from_oid(&curve_oid).ok_or(Error::new(CKR_CURVE_NOT_SUPPORTED))? {
+        match Curve::from_oid(&curve_oid).ok_or(KeyError::UnsupportedCurve)? {
             Curve::P256 => p256::PublicKey::from_public_key_der(der)
                 .map(Self::P256)
                 .map_err(invalid),
@@ -180,14 +205,14 @@ impl PublicKey {
             rsa::BigUint::from_bytes_be(public_exponent),
         )
         .map(Self::Rsa)
-        .map_err(|_| Error::new(CKR_ATTRIBUTE_VALUE_INVALID))
+        .map_err(|_| KeyError::Invalid)
     }
 
     /// An EC key from CKA_EC_POINT: the SEC1 point raw (04‖X‖Y, or compressed 02/03‖X) or
     /// wrapped in a DER OCTET STRING, as most applications give it. The point must lie on
     /// `curve` (CKR_ATTRIBUTE_VALUE_INVALID otherwise).
     pub fn from_ec_point(curve: Curve, point: &[u8]) -> Result<Self> {
-        parse_ec_point(curve, point).ok_or(Error::new(CKR_ATTRIBUTE_VALUE_INVALID))
+        parse_ec_point(curve, point).ok_or(KeyError::Invalid)
     }
 
     /// An EC key from CKA_EC_PARAMS and CKA_EC_POINT. Errors as [`Curve::parse_ec_params`]
@@ -372,7 +397,7 @@ mod tests {
 
     #[test]
     fn rsa_public_key_forms() {
-        let key = super::super::tests::rsa_key();
+        let key = crate::token::mechanism::tests::rsa_key();
         let pk = PublicKey::Rsa(key.to_public_key());
         assert_eq!(pk.key_info(), KeyInfo::Rsa { modulus_bits: 2048 });
         assert_eq!(pk.key_info().rsa_len(), Some(256));
